@@ -1,0 +1,21 @@
+"""Is the internet there? Answer in seconds, so offline runs fail fast with advice, not a hang."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+
+class OfflineError(RuntimeError):
+    """Something needs a download, the network is not reachable, and the message says what to do."""
+
+
+def can_reach(url: str, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to ``url``'s host opens within ``timeout`` seconds."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

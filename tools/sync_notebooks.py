@@ -1,0 +1,95 @@
+"""Keep every notebook's Colab badge and setup cell in step with the repository address.
+
+The address lives in one place, ``[project.urls] Repository`` in pyproject.toml. The
+notebooks need it before ``helpers`` is installed (a badge that opens the notebook in
+Colab; a setup cell that pip-installs the package there), so this script writes it
+into them. ``--check`` changes nothing and exits 1 if a notebook is out of step
+(a test runs it that way).
+
+Usage: python tools/sync_notebooks.py [--check] [notebooks/*.ipynb]
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BADGE_PATTERN = re.compile(r"^\[!\[Open In Colab\]\(.*\)\]\(.*\)$", re.MULTILINE)
+SETUP_MARKER = "# Setup: on Colab this installs the course package; elsewhere it does nothing."
+
+
+def repository_url() -> str:
+    """The repository address from pyproject.toml, without a trailing slash or .git."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return project["urls"]["Repository"].rstrip("/").removesuffix(".git")
+
+
+def badge(url: str, notebook: Path) -> str:
+    """Markdown for the 'Open in Colab' badge of one notebook (branch main)."""
+    github = url.removeprefix("https://github.com/")
+    target = f"https://colab.research.google.com/github/{github}/blob/main/notebooks/{notebook.name}"
+    return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
+
+
+def setup_source(url: str) -> str:
+    """The setup cell: pip-install the package from the repository, on Colab only."""
+    return "\n".join([
+        SETUP_MARKER,
+        "import sys",
+        "",
+        'if "google.colab" in sys.modules:',
+        "    import subprocess",
+        "",
+        f'    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "git+{url}"], check=True)',
+    ])
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def synced(notebook: dict, path: Path, url: str) -> dict:
+    """The notebook with its badge (top of the first cell) and setup cell (second cell) up to date."""
+    cells = notebook["cells"]
+    if not cells or cells[0]["cell_type"] != "markdown":
+        raise ValueError(f"{path}: the first cell must be the markdown title cell.")
+    first = "".join(cells[0]["source"])
+    new_badge = badge(url, path)
+    first = BADGE_PATTERN.sub(new_badge, first) if BADGE_PATTERN.search(first) else f"{new_badge}\n\n{first}"
+    cells[0]["source"] = _lines(first)
+    setup = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+             "source": _lines(setup_source(url))}
+    existing = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and "".join(c["source"]).startswith(SETUP_MARKER)]
+    if existing and "id" in cells[existing[0]]:
+        setup["id"] = cells[existing[0]]["id"]
+    elif notebook.get("nbformat_minor", 0) >= 5:
+        setup["id"] = "setup"
+    for index in reversed(existing):
+        del cells[index]
+    cells.insert(1, setup)
+    return notebook
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    paths = [Path(a) for a in argv if a != "--check"] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    url = repository_url()
+    stale = []
+    for path in paths:
+        original = path.read_text()
+        updated = json.dumps(synced(json.loads(original), path, url), indent=1, ensure_ascii=False) + "\n"
+        if updated != original:
+            stale.append(path)
+            if not check:
+                path.write_text(updated)
+    for path in stale:
+        print(f"{'out of step' if check else 'updated'}: {path}")
+    return 1 if check and stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
