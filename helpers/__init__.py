@@ -9,7 +9,12 @@ Each module has one job:
 - ``features``: frozen-backbone features, their cache, heads trained on them;
 - ``checkpoint``: saving and loading trained classifiers safely;
 - ``predict``: preparing one image and the top-k prediction;
+- ``experiments``: the overfitting experiments on cached features, their tables and plots;
+- ``evaluation``: test accuracy, per-class accuracy, confusions and mistakes;
+- ``backbones``: a table of torchvision backbones from their weights' metadata;
 - ``plots`` and ``widgets``: what the notebooks draw and the sliders they show;
+- ``images``, ``tiny``, ``flowers102``, ``network``: safe image loading, the generated slice,
+  the real dataset, and the offline check (re-exported by ``data`` where learners need them);
 - ``cli``: the ``train`` and ``predict`` command line.
 
 Importing ``helpers`` has no side effects; submodules are imported on first use.
@@ -24,7 +29,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "config", "data", "models", "train", "features", "checkpoint",
-    "predict", "plots", "widgets", "cli", "images", "network",
+    "predict", "plots", "widgets", "cli", "images", "network", "tiny", "flowers102",
+    "experiments", "evaluation", "backbones",
 )
 
 __all__ = ["seed_everything", "__version__", *_SUBMODULES]

@@ -37,7 +37,7 @@ def _plain_history(history: dict | None) -> dict[str, list] | None:
 
 
 def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_idx: dict[str, int] | None = None,
-                    epoch: int | None = None, history: dict | None = None, image_size: int = 224,
+                    epoch: int | None = None, history: dict | None = None, image_size: int | None = None,
                     cat_to_name: dict[str, str] | None = None) -> Path:
     """Save ``model`` (backbone name, head shape and weights, class mapping) to ``path``.
 
@@ -63,7 +63,7 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
         "num_classes": int(model.num_classes),
         "hidden_units": [int(u) for u in model.hidden_units],
         "dropout": float(model.dropout),
-        "image_size": int(image_size),
+        "image_size": int(image_size or getattr(model, "image_size", 224)),
         "class_to_idx": {str(k): int(v) for k, v in class_to_idx.items()},
         "head_state_dict": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
         "backbone_state_dict": ({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
@@ -83,6 +83,12 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
     return path
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of an error message, or the error's type when the message is empty."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file as a plain dict (``weights_only=True``) and check its contents."""
     path = Path(path).expanduser()
@@ -93,18 +99,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "weights only load failed" not in str(error).lower():  # not a pickle at all: garbage bytes
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({_first_line(error)}). "
+                                  "Save or copy it again.") from None
         raise CheckpointError(
             f"{path} holds pickled Python objects (probably a whole model saved with torch.save(model)), "
             "which we do not unpickle: that could run arbitrary code. Load it where it was made and "
-            f"re-save it with helpers.checkpoint.save_checkpoint. ({str(error).splitlines()[0]})"
+            f"re-save it with helpers.checkpoint.save_checkpoint. ({_first_line(error)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError) as error:
+        # A cut-off or garbled file fails inside torch's reader with any of these.
         raise CheckpointError(f"{path} is incomplete or corrupt (truncated copy or interrupted save?): "
-                              f"{str(error).splitlines()[0]}. Save or copy it again.") from None
+                              f"{_first_line(error)}. Save or copy it again.") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint written by helpers.checkpoint.save_checkpoint "
                               f"(format {data.get('format') if isinstance(data, dict) else type(data).__name__!r}).")
-    missing = [key for key in REQUIRED if data.get(key) is None and key != "custom_backbone"]
+    missing = [key for key in REQUIRED if data.get(key) is None]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; it cannot be used for prediction. Save it again.")
     if len(data["class_to_idx"]) != data["num_classes"]:

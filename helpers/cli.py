@@ -20,7 +20,8 @@ from typing import Sequence
 
 from helpers.network import OfflineError
 
-USER_ERRORS = (FileNotFoundError, IsADirectoryError, FileExistsError, ValueError, RuntimeError, OfflineError)
+USER_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
+               ValueError, RuntimeError, OfflineError)
 
 
 def _device(gpu: bool) -> str:
@@ -52,7 +53,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``predict``."""
     parser.add_argument("image", help="image file to classify")
     parser.add_argument("checkpoint", help="checkpoint.pth written by train")
-    parser.add_argument("--top-k", type=int, default=5, help="how many classes to show (default: 5)")
+    parser.add_argument("--top-k", type=int, default=None,
+                        help="how many classes to show (default: 5, or all classes if there are fewer)")
     parser.add_argument("--category-names", default=None,
                         help="JSON file mapping class folders to names (default: the names saved in the checkpoint)")
     parser.add_argument("--gpu", action="store_true", help="predict on the GPU (an error if there is none)")
@@ -89,6 +91,10 @@ def run_train(args: argparse.Namespace) -> int:
     loaders = make_loaders(data_dir, batch_size=args.batch_size, augment=not args.no_augment,
                            num_workers=args.workers, seed=args.seed, device=device)
     classes = loaders["train"].dataset.classes
+    names_file = data_dir / "cat_to_name.json"
+    names = load_cat_to_name(names_file) if names_file.exists() else None  # a broken file stops us before training
+    save_dir = Path(args.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)  # an unusable --save-dir too, so no trained head is lost
     sizes = ", ".join(f"{split} {len(loader.dataset)}" for split, loader in loaders.items())
     print(f"data:      {data_dir} ({len(classes)} classes; {sizes} images)")
     model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained)
@@ -101,9 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
                   progress=False)
     test = evaluate(model, loaders["test"], device)
     print(f"test:      loss {test['loss']:.3f}, accuracy {test['accuracy']:.1%} on {len(loaders['test'].dataset)} images")
-    names_file = data_dir / "cat_to_name.json"
-    names = load_cat_to_name(names_file) if names_file.exists() else None
-    path = save_checkpoint(Path(args.save_dir) / "checkpoint.pth", model, loaders["train"].dataset.class_to_idx,
+    path = save_checkpoint(save_dir / "checkpoint.pth", model, loaders["train"].dataset.class_to_idx,
                            epoch=args.epochs, history=history, cat_to_name=names)
     print(f"saved:     {path}")
     return 0
@@ -118,7 +122,8 @@ def run_predict(args: argparse.Namespace) -> int:
     device = _device(args.gpu)
     model = load_checkpoint(args.checkpoint, device=device)
     names = load_cat_to_name(args.category_names) if args.category_names else model.cat_to_name
-    predictions = predict(args.image, model, topk=args.top_k, cat_to_name=names, device=device)
+    topk = args.top_k if args.top_k is not None else min(5, len(model.class_to_idx))
+    predictions = predict(args.image, model, topk=topk, cat_to_name=names, device=device)
     print(f"{args.image} (checkpoint {args.checkpoint}, backbone {model.backbone_name}):")
     for rank, guess in enumerate(predictions, start=1):
         print(f"  {rank}. {guess.probability:6.1%}  {guess.name}  (class folder {guess.folder})")
@@ -162,11 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
 RUNNERS = {"train": run_train, "predict": run_predict, "tiny": run_tiny, "prepare": run_prepare}
 
 
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (its explanation lines joined), for the terminal."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+
+
 def _run(runner, args: argparse.Namespace) -> int:
     try:
         return runner(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -61,6 +61,16 @@ class Settings:
             return self.data_root / "tiny"
         return self.data_root / f"flowers102-{self.split}"
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where the notebooks keep their checkpoints (beside the data, not in the repository)."""
+        return self.data_root / "checkpoints"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The checkpoint notebook 04 saves and notebook 06 loads, named by dataset and backbone."""
+        return self.checkpoint_dir / f"{self.dataset_dir.name}-{self.backbone}.pth"
+
     def describe(self) -> str:
         """A few lines that say what this run uses; notebooks print them."""
         data = "tiny generated slice (meaningless accuracy)" if self.tiny else f"Flowers102, {self.split} split"

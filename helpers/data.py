@@ -18,7 +18,7 @@ from torchvision import datasets, transforms
 
 from helpers.config import Settings
 from helpers.flowers102 import prepare_flowers102
-from helpers.images import IMAGE_EXTENSIONS, load_rgb_image, verify_images
+from helpers.images import iter_image_files, load_rgb_image, verify_images
 from helpers.tiny import SPLIT_NAMES, make_tiny_flowers
 
 __all__ = [
@@ -83,8 +83,13 @@ def class_folders(split_dir: Path) -> list[str]:
 
 
 def _has_image(folder: Path) -> bool:
-    return any(name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-               for _, _, files in os.walk(folder) for name in files)
+    """True if ``folder`` holds at least one image that the loaders will use (dot-files don't count)."""
+    return next(iter_image_files(folder), None) is not None
+
+
+def _is_hidden(path: str, directory: str) -> bool:
+    """True if ``path`` is a dot-file or lies in a dot-folder below ``directory`` (``._photo.jpg``, ...)."""
+    return any(part.startswith(".") for part in Path(os.path.relpath(path, directory)).parts)
 
 
 def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLIT_NAMES) -> list[str]:
@@ -104,10 +109,10 @@ def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLIT_NAMES)
         classes = class_folders(split_dir)
         if not classes:
             raise FileNotFoundError(f"{split_dir} has no class folders (images must sit in ROOT/{split}/<class>/).\n{LAYOUT}")
-        empty = [name for name in classes if not _has_image(split_dir / name)]
+        empty = [str(split_dir / name) for name in classes if not _has_image(split_dir / name)]
         if empty:
-            raise ValueError(f"Class folders without images in {split_dir}: {', '.join(empty)}. "
-                             "Add images or remove the folders.")
+            raise ValueError(f"Class folders without images: {', '.join(empty)}. "
+                             f"Add images or remove the folders.\n{LAYOUT}")
         classes_per_split[split] = classes
     reference = classes_per_split[splits[0]]
     for split, classes in classes_per_split.items():
@@ -124,7 +129,8 @@ class FlowerFolder(datasets.ImageFolder):
     """``ImageFolder`` that skips dot-folders and opens images with :func:`load_rgb_image`.
 
     Dot-folders such as ``.ipynb_checkpoints`` (Jupyter creates them) would otherwise
-    become an extra class; the loader names the file when an image is broken.
+    become an extra class, and dot-files such as macOS's ``._photo.jpg`` would be read
+    as broken images; the loader names the file when an image is broken.
     """
 
     def __init__(self, root: str | os.PathLike, transform=None) -> None:
@@ -136,6 +142,13 @@ class FlowerFolder(datasets.ImageFolder):
         if not classes:
             raise FileNotFoundError(f"{directory} has no class folders.\n{LAYOUT}")
         return classes, {name: index for index, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """ImageFolder's (path, class index) list without dot-files and files in dot-folders."""
+        samples = datasets.ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        return [(path, target) for path, target in samples if not _is_hidden(path, str(directory))]
 
 
 def make_datasets(root: str | os.PathLike, augment: bool = True, image_size: int = 224,

@@ -150,7 +150,11 @@ def _check_existing(root: Path, recipe: dict) -> bool:
     if (root / PREPARING).exists():
         return False  # an earlier run was interrupted: redo it
     if marker.exists():
-        done = json.loads(marker.read_text())
+        try:
+            done = json.loads(marker.read_text())
+        except ValueError:
+            raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare again, "
+                                  "or restore the file.") from None
         if done.get("recipe") != recipe:
             raise FileExistsError(
                 f"{root} already holds Flowers102 prepared with {done.get('recipe')}; you asked for {recipe}. "

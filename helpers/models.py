@@ -68,7 +68,16 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
         raise ValueError(f"Unknown backbone {name!r}. Known torchvision names: {', '.join(names)}")
     if pretrained:
         check_weights_available(name)
-    model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    cached = pretrained and weights_file(name).exists()
+    try:
+        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        if not cached:
+            raise
+        # A weights file copied by hand can be cut off or belong to another model.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RuntimeError(f"The cached weights of {name} at {weights_file(name)} cannot be loaded ({reason}). "
+                           "Delete that file and run again to download it, or copy a complete file there.") from None
     if hasattr(model, "aux_logits"):  # inception/googlenet: no auxiliary outputs when only extracting
         model.aux_logits = False
         for attr in ("AuxLogits", "aux1", "aux2"):
@@ -181,6 +190,7 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
     head = build_head(feature_size(module, image_size), num_classes, hidden_units, dropout)
     model = FlowerClassifier(module, head, name, hidden_units, dropout, pretrained)
     model.custom_backbone = not isinstance(backbone, str)
+    model.image_size = image_size
     return model.train()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from urllib.parse import urlparse
 
 
@@ -14,8 +15,18 @@ def can_reach(url: str, timeout: float = 3.0) -> bool:
     """True if a TCP connection to ``url``'s host opens within ``timeout`` seconds."""
     parsed = urlparse(url)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, port), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    # The socket timeout does not cover the DNS lookup, which can hang on a broken network:
+    # a daemon thread with a deadline bounds the whole attempt.
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout * 2)
+    return bool(answer and answer[0])

@@ -76,6 +76,7 @@ def evaluate(model: nn.Module, loader: Batches, device: str | None = None, progr
              description: str = "evaluate") -> dict[str, float]:
     """Mean NLL loss and accuracy over ``loader``, in eval mode (no dropout) without gradients."""
     device = resolve_device(device)
+    prepare_model(model, device)  # the images go to ``device``; the model must be there too
     model.eval()
     criterion = nn.NLLLoss(reduction="sum")
     total_loss, correct, seen = 0.0, 0, 0

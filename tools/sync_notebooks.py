@@ -1,4 +1,4 @@
-"""Keep every notebook's Colab badge and setup cell in step with the repository address.
+"""Keep the notebooks' Colab badges and setup cells, and README's links, in step with the repository address.
 
 The address lives in one place, ``[project.urls] Repository`` in pyproject.toml. The
 notebooks need it before ``helpers`` is installed (a badge that opens the notebook in
@@ -74,11 +74,27 @@ def synced(notebook: dict, path: Path, url: str) -> dict:
     return notebook
 
 
+def synced_readme(text: str, url: str) -> str:
+    """README with every Colab link, pip-install and clone address pointing at ``url``."""
+    github = url.removeprefix("https://github.com/")
+    text = re.sub(r"(colab\.research\.google\.com/github/)[\w.-]+/[\w.-]+(/blob/)", rf"\g<1>{github}\g<2>", text)
+    text = re.sub(r"(git\+https://github\.com/)[\w.-]+/[\w.-]+?(?=[\s\"'`)@#]|\.git|$)", rf"\g<1>{github}", text)
+    return re.sub(r"(git clone https://github\.com/)[\w.-]+/[\w.-]+?(?=[\s\"'`)]|\.git|$)", rf"\g<1>{github}", text)
+
+
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     paths = [Path(a) for a in argv if a != "--check"] or sorted((ROOT / "notebooks").glob("*.ipynb"))
     url = repository_url()
     stale = []
+    readme = ROOT / "README.md"
+    if readme.exists() and not [a for a in argv if a != "--check"]:
+        original = readme.read_text()
+        updated = synced_readme(original, url)
+        if updated != original:
+            stale.append(readme)
+            if not check:
+                readme.write_text(updated)
     for path in paths:
         original = path.read_text()
         updated = json.dumps(synced(json.loads(original), path, url), indent=1, ensure_ascii=False) + "\n"

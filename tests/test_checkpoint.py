@@ -1,0 +1,276 @@
+"""helpers.checkpoint: round trips, refusing wrong or unsafe files before loading, atomic writes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from helpers.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from helpers.models import build_model, weights_file
+from helpers.network import OfflineError
+
+CLASS_TO_IDX = {"1": 0, "10": 1, "2": 2}
+
+
+@pytest.fixture
+def custom_model(make_backbone):
+    torch.manual_seed(3)
+    model = build_model(make_backbone(features=8, seed=0), 3, [6], dropout=0.1, pretrained=False, image_size=32)
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.add_(torch.randn_like(parameter))  # not the freshly initialised values
+    return model
+
+
+@pytest.fixture
+def saved(tmp_path, custom_model):
+    return save_checkpoint(tmp_path / "run" / "checkpoint.pth", custom_model, CLASS_TO_IDX, epoch=4,
+                           history={"train_loss": [1.5, 0.5], "epoch": [1, 2]}, image_size=32,
+                           cat_to_name={"1": "red", "10": "blue", "2": "yellow"})
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    """Record every torch.load call's keyword arguments and every load_state_dict call."""
+    calls = {"torch.load": [], "load_state_dict": []}
+    real_load, real_load_state_dict = torch.load, nn.Module.load_state_dict
+
+    def load(*args, **kwargs):
+        calls["torch.load"].append(kwargs)
+        return real_load(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        calls["load_state_dict"].append(type(self).__name__)
+        return real_load_state_dict(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    monkeypatch.setattr(nn.Module, "load_state_dict", load_state_dict)
+    return calls
+
+
+def rewrite(path, change):
+    """Load a checkpoint as a dict, let ``change`` edit it, save it back."""
+    data = torch.load(path, weights_only=True)
+    change(data)
+    torch.save(data, path)
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+def test_round_trip_with_a_custom_backbone(saved, custom_model, make_backbone, spies):
+    images = torch.randn(5, 3, 32, 32)
+    expected = custom_model.eval()(images)
+    other_weights = make_backbone(features=8, seed=99)  # same shape, other weights: the file's are loaded
+    model = load_checkpoint(saved, device="cpu", backbone=other_weights)
+    assert torch.allclose(model(images), expected, atol=1e-6)
+    assert model.class_to_idx == CLASS_TO_IDX and model.epoch == 4 and model.image_size == 32
+    assert model.history == {"train_loss": [1.5, 0.5], "epoch": [1, 2]}
+    assert model.cat_to_name == {"1": "red", "10": "blue", "2": "yellow"}
+    assert model.hidden_units == [6] and model.dropout == pytest.approx(0.1) and model.custom_backbone
+    assert not model.training and not model.head.training
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+    assert spies["torch.load"] and all(call.get("weights_only") is True for call in spies["torch.load"])
+    assert all(call.get("map_location") == "cpu" for call in spies["torch.load"])
+
+
+def test_the_file_holds_plain_types_and_tensors_only(saved):
+    data = torch.load(saved, weights_only=True)  # would raise for any pickled object
+    assert data["format"] == "flowers-classifier/1"
+    assert data["class_to_idx"] == CLASS_TO_IDX and data["num_classes"] == 3 and data["hidden_units"] == [6]
+    assert all(isinstance(v, torch.Tensor) and v.device.type == "cpu" for v in data["head_state_dict"].values())
+
+
+def test_round_trip_with_a_torchvision_backbone_and_random_weights(tmp_path, no_network):
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, [4], pretrained=False, image_size=64).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images)
+    path = save_checkpoint(tmp_path / "c.pth", model, CLASS_TO_IDX, image_size=64)
+    loaded = load_checkpoint(path, device="cpu")
+    with torch.no_grad():
+        assert torch.allclose(loaded(images), expected, atol=1e-5)
+    assert loaded.backbone_name == "resnet18" and loaded.pretrained is False
+    assert no_network == []
+
+
+def test_a_pretrained_checkpoint_stays_small_and_reloads_from_the_cache(tmp_path, fake_imagenet_weights,
+                                                                       no_network):
+    fake_imagenet_weights("resnet18")
+    model = build_model("resnet18", 3, [4], pretrained=True, image_size=64).eval()
+    path = save_checkpoint(tmp_path / "c.pth", model, CLASS_TO_IDX)
+    assert path.stat().st_size < 100_000  # the head only; the backbone comes from torchvision's weights
+    assert torch.load(path, weights_only=True)["backbone_state_dict"] is None
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(load_checkpoint(path, device="cpu")(images), model(images), atol=1e-5)
+    weights_file("resnet18").unlink()  # now offline and without the weights: a clear error
+    with pytest.raises(OfflineError, match="resnet18"):
+        load_checkpoint(path, device="cpu")
+
+
+def test_save_uses_the_models_own_class_to_idx(tmp_path, custom_model, make_backbone):
+    custom_model.class_to_idx = CLASS_TO_IDX
+    path = save_checkpoint(tmp_path / "c.pth", custom_model)
+    assert load_checkpoint(path, backbone=make_backbone()).class_to_idx == CLASS_TO_IDX
+
+
+# --- what save refuses ------------------------------------------------------------------------
+
+def test_save_refuses_other_models_and_missing_or_wrong_classes(tmp_path, custom_model):
+    with pytest.raises(TypeError, match="build_model"):
+        save_checkpoint(tmp_path / "c.pth", nn.Linear(2, 2), CLASS_TO_IDX)
+    with pytest.raises(ValueError, match="class_to_idx"):
+        save_checkpoint(tmp_path / "c.pth", custom_model)
+    with pytest.raises(ValueError, match="2 classes"):
+        save_checkpoint(tmp_path / "c.pth", custom_model, {"1": 0, "2": 1})
+    assert not (tmp_path / "c.pth").exists()
+
+
+# --- what load refuses, before any weights are loaded -----------------------------------------
+
+def test_another_backbone_is_refused(saved, spies):
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(saved, backbone="vgg11")
+    assert "vgg11" in str(error.value) and "Sequential" in str(error.value) and str(saved) in str(error.value)
+    assert spies["load_state_dict"] == []
+
+
+def test_another_number_of_classes_is_refused(saved, make_backbone, spies):
+    with pytest.raises(CheckpointError, match="3 classes, not 5"):
+        load_checkpoint(saved, backbone=make_backbone(), num_classes=5)
+    assert spies["load_state_dict"] == []
+
+
+@pytest.mark.parametrize("key", ["class_to_idx", "custom_backbone", "head_state_dict", "backbone", "hidden_units"])
+def test_missing_entries_are_refused(saved, make_backbone, spies, key):
+    rewrite(saved, lambda data: data.pop(key))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(saved, backbone=make_backbone())
+    assert f"lacks {key}" in str(error.value) and str(saved) in str(error.value)
+    assert spies["load_state_dict"] == []
+
+
+def test_class_to_idx_of_the_wrong_size_is_refused(saved, make_backbone):
+    rewrite(saved, lambda data: data.update(class_to_idx={"1": 0, "2": 1}))
+    with pytest.raises(CheckpointError, match="class_to_idx has 2 classes"):
+        load_checkpoint(saved, backbone=make_backbone())
+
+
+def test_head_weights_that_do_not_fit_are_refused(saved, make_backbone, spies):
+    def grow(data):
+        data["head_state_dict"]["output.weight"] = torch.zeros(4, 6)
+    rewrite(saved, grow)
+    with pytest.raises(CheckpointError, match="head weights"):
+        load_checkpoint(saved, backbone=make_backbone())
+    assert spies["load_state_dict"] == []
+
+
+def test_backbone_weights_that_do_not_fit_the_module_are_refused(saved, make_backbone, spies):
+    with pytest.raises(CheckpointError, match="backbone weights"):
+        load_checkpoint(saved, backbone=make_backbone(features=5))
+    assert spies["load_state_dict"] == []
+
+
+def test_custom_backbone_needs_the_module(saved):
+    with pytest.raises(CheckpointError, match="backbone=module"):
+        load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("cut", [0, 10, 0.5, -20])
+def test_truncated_file_is_refused(saved, make_backbone, spies, cut):
+    data = saved.read_bytes()
+    end = int(len(data) * cut) if isinstance(cut, float) else (cut if cut >= 0 else len(data) + cut)
+    saved.write_bytes(data[:end])
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(saved, backbone=make_backbone())
+    assert str(saved) in str(error.value) and "corrupt" in str(error.value)
+    assert all(call.get("weights_only") is True for call in spies["torch.load"])
+    assert spies["load_state_dict"] == []
+
+
+@pytest.mark.parametrize("content", [b"these are not weights\n", b"\x80\x02}q\x00.", bytes(range(256))])
+def test_a_file_that_is_no_checkpoint_is_refused(tmp_path, spies, content):
+    path = tmp_path / "checkpoint.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="checkpoint.pth"):
+        load_checkpoint(path)
+    assert all(call.get("weights_only") is True for call in spies["torch.load"])
+
+
+def test_a_whole_pickled_model_is_refused_without_unpickling_it(tmp_path, custom_model, spies):
+    path = tmp_path / "model.pth"
+    torch.save(custom_model, path)  # the classic mistake: pickles the classes too
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert "torch.save(model)" in str(error.value) and str(path) in str(error.value)
+    assert "save_checkpoint" in str(error.value)
+    assert spies["torch.load"] and all(call.get("weights_only") is True for call in spies["torch.load"])
+    assert spies["load_state_dict"] == []
+
+
+def test_a_plain_state_dict_is_not_a_checkpoint(tmp_path, custom_model):
+    path = tmp_path / "weights.pth"
+    torch.save(custom_model.state_dict(), path)
+    with pytest.raises(CheckpointError, match="not a checkpoint written by"):
+        read_checkpoint(path)
+
+
+def test_missing_path_and_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.pth"):
+        load_checkpoint(tmp_path / "nothing.pth")
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        load_checkpoint(tmp_path)
+
+
+def test_checkpoint_error_is_a_value_error():
+    assert issubclass(CheckpointError, ValueError)
+
+
+# --- atomic writes ----------------------------------------------------------------------------
+
+def failing_save(written: list):
+    """A torch.save that writes half a file and then dies (a full disk, a killed kernel)."""
+    def save(obj, f, *args, **kwargs):
+        written.append(str(f))
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError("No space left on device")
+    return save
+
+
+def test_an_interrupted_save_leaves_the_old_checkpoint_untouched(saved, custom_model, monkeypatch):
+    before = saved.read_bytes()
+    written = []
+    monkeypatch.setattr(torch, "save", failing_save(written))
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(saved, custom_model, CLASS_TO_IDX)
+    assert written and written[0] != str(saved)  # it wrote to a temporary file, not the final name
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["checkpoint.pth"]  # no temporary file left
+
+
+def test_an_interrupted_first_save_leaves_nothing(tmp_path, custom_model, monkeypatch):
+    monkeypatch.setattr(torch, "save", failing_save([]))
+    with pytest.raises(OSError):
+        save_checkpoint(tmp_path / "new.pth", custom_model, CLASS_TO_IDX)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_keyboard_interrupt_during_save_leaves_no_temporary_file(tmp_path, custom_model, monkeypatch):
+    def interrupted(obj, f, *args, **kwargs):
+        open(f, "wb").close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "new.pth", custom_model, CLASS_TO_IDX)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saving_twice_replaces_the_file(saved, custom_model, make_backbone):
+    save_checkpoint(saved, custom_model, CLASS_TO_IDX, epoch=9)
+    assert load_checkpoint(saved, backbone=make_backbone()).epoch == 9
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["checkpoint.pth"]
+

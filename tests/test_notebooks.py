@@ -1,0 +1,116 @@
+"""The notebooks' shape: committed clean, with badge, setup and settings cells, summary and exercises.
+
+nbval runs them (``make test``); these tests check what nbval cannot: that they are
+stored without outputs, that their Colab parts are in step with pyproject.toml, that
+every checked cell has a recorded expectation, and that no helper is redefined.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+COURSE = ["00_quickstart", "01_loading_data", "02_augmentation", "03_pretrained_backbone_and_head",
+          "04_training", "05_overfitting_experiments", "06_inference"]
+sys.path.insert(0, str(ROOT / "tools"))
+from sync_notebooks import SETUP_MARKER, badge, repository_url  # noqa: E402
+
+
+def load(name: str) -> dict:
+    return json.loads((NOTEBOOKS / f"{name}.ipynb").read_text())
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def code_cells(notebook: dict) -> list[dict]:
+    return [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+
+
+def test_every_course_notebook_exists_and_nothing_else():
+    assert sorted(path.stem for path in NOTEBOOKS.glob("*.ipynb")) == COURSE
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_committed_without_outputs(name):
+    for cell in code_cells(load(name)):
+        assert cell["outputs"] == [] and cell["execution_count"] is None, source(cell)[:80]
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_opens_with_badge_title_goals_and_time(name):
+    first = load(name)["cells"][0]
+    text = source(first)
+    assert first["cell_type"] == "markdown"
+    assert badge(repository_url(), Path(f"{name}.ipynb")) in text
+    assert re.search(rf"^# {name[:2]} ", text, re.MULTILINE), "title '# NN ...' missing"
+    assert "what you will learn" in text.lower()
+    assert "CPU" in text and "Colab" in text, "say how long it takes on a laptop CPU and on Colab"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_setup_then_settings_cell(name):
+    cells = load(name)["cells"]
+    assert cells[1]["cell_type"] == "code" and source(cells[1]).startswith(SETUP_MARKER)
+    assert f"git+{repository_url()}" in source(cells[1])
+    settings = source(cells[2])
+    assert "get_settings()" in settings and "print(settings.describe())" in settings
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_ends_with_summary_and_exercises(name):
+    tail = "\n".join(source(cell) for cell in load(name)["cells"][-3:] if cell["cell_type"] == "markdown")
+    assert re.search(r"^#+ .*Summary", tail, re.MULTILINE | re.IGNORECASE)
+    assert re.search(r"^#+ .*Exercises", tail, re.MULTILINE | re.IGNORECASE)
+
+
+def helper_function_names() -> set[str]:
+    """Every public function and class defined in the helpers package."""
+    names = set()
+    for path in (ROOT / "helpers").glob("*.py"):
+        if path.stem.startswith("__"):
+            continue
+        module = importlib.import_module(f"helpers.{path.stem}")
+        names |= {name for name, obj in vars(module).items()
+                  if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+                  and obj.__module__ == module.__name__}
+    return names
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_no_helper_redefined_and_no_star_import(name):
+    helpers = helper_function_names()
+    for cell in code_cells(load(name)):
+        code = "\n".join(line for line in source(cell).splitlines() if not line.lstrip().startswith(("!", "%")))
+        tree = ast.parse(code)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.name not in helpers, f"{name} redefines helper {node.name}"
+            if isinstance(node, ast.ImportFrom):
+                assert all(alias.name != "*" for alias in node.names), f"{name} has a star import"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_checked_cell_has_a_recorded_output(name):
+    expected = json.loads((NOTEBOOKS / "expected_outputs.json").read_text()).get(f"{name}.ipynb", {})
+    checked = [cell for cell in code_cells(load(name)) if "# NBVAL_CHECK_OUTPUT" in source(cell)]
+    for cell in checked:
+        assert cell.get("id") in expected, f"{name}: record the output of {source(cell)[:60]!r}"
+        assert expected[cell["id"]], f"{name}: the recorded output of a checked cell is empty"
+
+
+def test_badges_setup_cells_and_readme_are_in_step_with_pyproject():
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "sync_notebooks.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,162 @@
+"""helpers.predict: top-k order, folder names mapped back through class_to_idx, bad inputs, EXIF."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from helpers.checkpoint import load_checkpoint, save_checkpoint
+from helpers.images import BadImageError
+from helpers.models import build_model
+from helpers.predict import Prediction, idx_to_class, predict, process_image
+
+TINY_CLASS_TO_IDX = {"1": 0, "10": 1, "100": 2, "11": 3, "2": 4, "21": 5}  # ImageFolder's text order
+
+
+def fixed_output_model(class_to_idx: dict[str, int], scores: list[float], make_backbone) -> nn.Module:
+    """A real classifier whose output ignores the image: softmax(scores), in index order."""
+    model = build_model(make_backbone(), len(scores), [], pretrained=False, image_size=32)
+    with torch.no_grad():
+        model.head.output.weight.zero_()
+        model.head.output.bias.copy_(torch.tensor(scores))
+    model.class_to_idx = class_to_idx
+    model.image_size = 32
+    return model
+
+
+def softmax(scores: list[float]) -> list[float]:
+    exps = [math.exp(s) for s in scores]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.fixture
+def flower(tiny_root):
+    return tiny_root / "test" / "1" / "test_000.jpg"
+
+
+def test_folders_sorted_as_text_map_back_to_their_names(flower, make_backbone):
+    # Index 2 is folder "100" (text order), not class "3": the classic mix-up.
+    scores = [0.0, 1.0, 3.0, -1.0, 2.0, -2.0]
+    model = fixed_output_model(TINY_CLASS_TO_IDX, scores, make_backbone)
+    result = predict(flower, model, topk=6, device="cpu")
+    assert [p.folder for p in result] == ["100", "2", "10", "1", "11", "21"]
+    expected = sorted(softmax(scores), reverse=True)
+    assert [p.probability for p in result] == pytest.approx(expected, rel=1e-5)
+    assert sum(p.probability for p in result) == pytest.approx(1.0)
+
+
+def test_one_two_ten(flower, make_backbone):
+    class_to_idx = {"1": 0, "10": 1, "2": 2}
+    model = fixed_output_model(class_to_idx, [0.5, 2.0, 1.0], make_backbone)
+    names = {"1": "pink primrose", "2": "hard-leaved pocket orchid", "10": "globe thistle"}
+    result = predict(flower, model, topk=2, cat_to_name=names, device="cpu")
+    assert result == [Prediction("10", "globe thistle", pytest.approx(softmax([0.5, 2.0, 1.0])[1])),
+                      Prediction("2", "hard-leaved pocket orchid", pytest.approx(softmax([0.5, 2.0, 1.0])[2]))]
+    assert predict(flower, model, topk=1, device="cpu")[0].name == "10"  # no names: the folder
+
+
+def test_top_k_is_ordered_most_probable_first(flower, make_backbone):
+    torch.manual_seed(0)
+    scores = torch.randn(6).tolist()
+    model = fixed_output_model(TINY_CLASS_TO_IDX, scores, make_backbone)
+    result = predict(flower, model, topk=4, device="cpu")
+    probabilities = [p.probability for p in result]
+    assert len(result) == 4 and probabilities == sorted(probabilities, reverse=True)
+    best = max(range(6), key=lambda i: scores[i])
+    assert result[0].folder == idx_to_class(TINY_CLASS_TO_IDX)[best]
+
+
+def test_idx_to_class_inverts():
+    assert idx_to_class(TINY_CLASS_TO_IDX)[2] == "100"
+    assert idx_to_class({"a": 1, "b": 0}) == {0: "b", 1: "a"}
+
+
+def test_prediction_after_a_checkpoint_round_trip(tmp_path, flower, make_backbone):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0, 1.0, 3.0, -1.0, 2.0, -2.0], make_backbone)
+    path = save_checkpoint(tmp_path / "c.pth", model, image_size=32)
+    loaded = load_checkpoint(path, device="cpu", backbone=make_backbone(seed=5))
+    assert predict(flower, loaded, topk=3, device="cpu") == predict(flower, model, topk=3, device="cpu")
+
+
+def test_a_pil_image_works_too(flower, make_backbone):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0, 1.0, 3.0, -1.0, 2.0, -2.0], make_backbone)
+    with Image.open(flower) as image:
+        assert predict(image.convert("L"), model, topk=1, device="cpu")[0].folder == "100"
+
+
+def test_process_image_shape(flower):
+    tensor = process_image(flower, 48)
+    assert tensor.shape == (3, 48, 48) and tensor.dtype == torch.float32
+
+
+# --- bad inputs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("topk", [0, -1, 7, 2.5, "3"])
+def test_topk_out_of_range(flower, make_backbone, topk):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0] * 6, make_backbone)
+    with pytest.raises(ValueError) as error:
+        predict(flower, model, topk=topk, device="cpu")
+    assert "1 to 6" in str(error.value) and repr(topk) in str(error.value)
+
+
+def test_missing_image(tmp_path, make_backbone):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0] * 6, make_backbone)
+    with pytest.raises(FileNotFoundError, match="holiday.jpg"):
+        predict(tmp_path / "holiday.jpg", model, topk=1, device="cpu")
+
+
+def test_a_folder_given_as_an_image(tiny_root, make_backbone):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0] * 6, make_backbone)
+    with pytest.raises(IsADirectoryError) as error:
+        predict(tiny_root / "test" / "1", model, topk=1, device="cpu")
+    assert str(tiny_root / "test" / "1") in str(error.value)
+
+
+def test_a_broken_image(tmp_path, make_backbone):
+    model = fixed_output_model(TINY_CLASS_TO_IDX, [0.0] * 6, make_backbone)
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    with pytest.raises(BadImageError, match="broken.jpg"):
+        predict(broken, model, topk=1, device="cpu")
+
+
+def test_model_without_class_to_idx(flower, make_backbone):
+    model = build_model(make_backbone(), 3, [], pretrained=False, image_size=32)
+    with pytest.raises(ValueError, match="class_to_idx"):
+        predict(flower, model, topk=1, device="cpu")
+
+
+# --- EXIF: predicted as a person sees the photo ---------------------------------------------
+
+class RedOnTheLeft(nn.Module):
+    """One feature: how much redder the left half is than the right half."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        half = images.shape[-1] // 2
+        red = images[:, 0]
+        return (red[..., :half].mean(dim=(1, 2)) - red[..., half:].mean(dim=(1, 2))).unsqueeze(1)
+
+
+def test_exif_rotated_photo_is_predicted_as_it_appears(tmp_path):
+    model = build_model(RedOnTheLeft(), 2, [], pretrained=False, image_size=32)
+    with torch.no_grad():
+        model.head.output.weight.copy_(torch.tensor([[5.0], [-5.0]]))
+        model.head.output.bias.zero_()
+    model.class_to_idx = {"red-left": 0, "red-right": 1}
+    model.image_size = 32
+    upright = Image.new("RGB", (60, 40), (220, 20, 20))
+    upright.paste((20, 20, 220), (30, 0, 60, 40))
+    assert predict(upright, model, topk=1, device="cpu")[0].folder == "red-left"
+    for orientation, stored_as in [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270)]:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"phone-{orientation}.jpg"
+        upright.transpose(stored_as).save(path, exif=exif, quality=95)
+        guess = predict(path, model, topk=1, device="cpu")[0]
+        assert guess.folder == "red-left" and guess.probability > 0.99
+        # The stored pixels alone (red on top or bottom) leave the model undecided.
+        assert predict(upright.transpose(stored_as), model, topk=1, device="cpu")[0].probability < 0.6
