@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -18,9 +19,9 @@ def pip_requirements() -> dict[str, str]:
 
 
 def conda_requirements() -> dict[str, str]:
-    lines = (ROOT / "environment.yml").read_text().splitlines()
+    dependencies = (ROOT / "environment.yml").read_text().split("\ndependencies:\n", 1)[1]
     found = {}
-    for line in lines:
+    for line in dependencies.splitlines():
         match = re.match(r"^  - ([A-Za-z0-9_.-]+)([<>=!].*)?$", line)
         if match and match.group(1) not in NOT_PACKAGES:
             found[CONDA_TO_PIP.get(match.group(1), match.group(1))] = match.group(2) or ""
@@ -71,12 +72,11 @@ def test_makefile_test_target_runs_unit_tests_and_every_notebook():
 def test_repository_address_is_written_only_in_synced_places():
     address = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
     allowed = {ROOT / "pyproject.toml", ROOT / "README.md"}
-    skip = {".venv", ".git", "data", "checkpoints", "__pycache__", ".pytest_cache"}
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
     offenders = []
-    for path in ROOT.rglob("*"):
-        if any(part in skip for part in path.relative_to(ROOT).parts) or not path.is_file():
-            continue
-        if path in allowed or path.suffix == ".ipynb" or path.suffix not in {".py", ".md", ".toml", ".yml", ".txt", ".json", ".cfg", ""}:
+    for path in (ROOT / name for name in listed):
+        if path in allowed or path.suffix == ".ipynb" or not path.is_file():
             continue
         if address.removeprefix("https://") in path.read_text(errors="ignore"):
             offenders.append(str(path.relative_to(ROOT)))

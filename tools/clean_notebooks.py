@@ -19,7 +19,7 @@ def clean(path: Path) -> bool:
             cell["outputs"] = []
             cell["execution_count"] = None
         cell.get("metadata", {}).pop("execution", None)
-    cleaned = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+    cleaned = json.dumps(notebook, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     if cleaned != original:
         path.write_text(cleaned)
         return True

@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
                 readme.write_text(updated)
     for path in paths:
         original = path.read_text()
-        updated = json.dumps(synced(json.loads(original), path, url), indent=1, ensure_ascii=False) + "\n"
+        updated = json.dumps(synced(json.loads(original), path, url), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
         if updated != original:
             stale.append(path)
             if not check:
