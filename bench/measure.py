@@ -155,11 +155,14 @@ def head_experiment(train_size: int, valid_size: int, features: int, classes: in
     valid = (torch.randn(valid_size, features, generator=generator).relu(),
              torch.randint(0, classes, (valid_size,), generator=generator))
     runs = {"ours": lambda: train_head_on_features(train, valid, [512], 0.2, 0.001, epochs, device=device),
+            "fp32": lambda: train_head_on_features(train, valid, [512], 0.2, 0.001, epochs, device=device, amp=False),
             "fit": _fit_on_features(TensorDataset(*train), TensorDataset(*valid), classes, epochs, device)}
     times = best_times(runs, repeats, device)
     size = f"{train_size:,} x {features:,}, {epochs} epoch{'s' if epochs != 1 else ''}"
     classic = (train_size, valid_size, features, epochs) == CLASSIC_HEAD  # the target's size
     return [Row(f"head on features ({size}): fit, DataLoader batch 64", train_size * epochs, times["fit"]),
+            Row(f"head on features ({size}): train_head_on_features, no AMP (fp32)", train_size * epochs,
+                times["fp32"], times["fit"] / times["fp32"], "vs fit"),
             Row(f"head on features ({size}): train_head_on_features", train_size * epochs, times["ours"],
                 times["fit"] / times["ours"], "vs fit", "<= 2 s" if classic else "",
                 times["ours"] <= 2.0 if classic else None)]

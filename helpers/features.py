@@ -393,14 +393,25 @@ def training_forward(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def head_autocast(device: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed precision for a head's matrix products, or nothing when ``dtype`` is None."""
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None)
+
+
 def train_head_epoch(head: nn.Module, optimizer: torch.optim.Optimizer,
-                     batches: Iterator[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """One epoch over feature batches; loss and correct answers add up on the device, read once."""
+                     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+                     dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One epoch over feature batches; loss and correct answers add up on the device, read once.
+
+    ``dtype`` (bfloat16 on CPUs that compute it natively) runs the matrix products in
+    mixed precision; weights, gradients and Adam's state stay float32.
+    """
     head.train()
     total_loss, correct, seen = None, None, 0
     for features, labels in batches:
-        log_probs = training_forward(head, features)
-        loss = F.nll_loss(log_probs, labels)
+        with head_autocast(features.device.type, dtype):
+            log_probs = training_forward(head, features)
+        loss = F.nll_loss(log_probs.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -417,13 +428,14 @@ def train_head_epoch(head: nn.Module, optimizer: torch.optim.Optimizer,
 
 @torch.no_grad()
 def evaluate_head(head: nn.Module, features: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int = 8192) -> dict[str, float]:
+                  batch_size: int = 8192, dtype: torch.dtype | None = None) -> dict[str, float]:
     """Mean NLL loss and accuracy of ``head`` on features, in eval mode (no dropout)."""
     head.eval()
     total_loss = torch.zeros((), device=labels.device)
     correct = torch.zeros((), dtype=torch.long, device=labels.device)
     for start in range(0, len(labels), batch_size):
-        log_probs = head(features[start:start + batch_size]).float()
+        with head_autocast(features.device.type, dtype):
+            log_probs = head(features[start:start + batch_size]).float()
         batch_labels = labels[start:start + batch_size]
         total_loss += F.nll_loss(log_probs, batch_labels, reduction="sum")
         correct += (log_probs.argmax(dim=1) == batch_labels).sum()
@@ -450,13 +462,17 @@ def threads_for_head(batch_size: int, in_features: int, hidden_units: Sequence[i
 def train_head_on_features(train: FeatureSet | tuple, valid: FeatureSet | tuple, hidden_units: Sequence[int] = (512,),
                            dropout: float = 0.2, lr: float = 0.001, epochs: int = 10, batch_size: int = 256,
                            num_classes: int | None = None, shuffle: bool = True, device: str | None = None,
-                           seed: int = 0, verbose: bool = False) -> tuple[nn.Sequential, dict[str, list]]:
+                           seed: int = 0, verbose: bool = False,
+                           amp: bool | None = None) -> tuple[nn.Sequential, dict[str, list]]:
     """Train a fresh head on cached features; returns (head, history) like ``fit``'s history.
 
     ``train`` is (features, labels); features of shape (views, N, F) use view
     ``epoch % views`` in each epoch, so cached augmentations vary between epochs.
     ``shuffle=False`` feeds the examples in stored order (sorted by class). The same
-    ``seed`` gives the same head and history on the same machine.
+    ``seed`` gives the same head and history on the same machine. ``amp=None`` runs the
+    matrix products in bfloat16 on CPUs that compute it natively (about 1.6x faster
+    there) and in float32 everywhere else, including GPUs, where a head this small is
+    quick anyway; ``amp=False`` forces float32.
     """
     if epochs < 1 or not lr > 0 or batch_size < 1:
         raise ValueError(f"Need epochs >= 1, lr > 0 and batch_size >= 1, got epochs={epochs}, lr={lr}, "
@@ -473,6 +489,7 @@ def train_head_on_features(train: FeatureSet | tuple, valid: FeatureSet | tuple,
     views = train_x if train_x.dim() == 3 else train_x.unsqueeze(0)
     optimizer = make_adam(head.parameters(), lr)
     history = new_history()
+    dtype = None if device.startswith("cuda") else autocast_dtype(device, amp)
     threads = torch.get_num_threads()
     if not device.startswith("cuda"):
         threads = threads_for_head(min(batch_size, len(train_y)), train_x.shape[-1], list(hidden_units), classes)
@@ -480,8 +497,8 @@ def train_head_on_features(train: FeatureSet | tuple, valid: FeatureSet | tuple,
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
             batches = feature_batches(views[(epoch - 1) % len(views)], train_y, batch_size, shuffle, generator)
-            trained = train_head_epoch(head, optimizer, batches)
-            checked = evaluate_head(head, valid_x, valid_y)
+            trained = train_head_epoch(head, optimizer, batches, dtype)
+            checked = evaluate_head(head, valid_x, valid_y, dtype=dtype)
             record_epoch(history, epoch, trained, checked, time.perf_counter() - start)
             if verbose:
                 print(format_epoch(history, epochs))
