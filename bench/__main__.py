@@ -14,7 +14,7 @@ import torch
 from bench import images, measure
 from bench.table import Row, format_markdown, format_text
 from helpers.config import resolve_device
-from helpers.features import cpu_cores
+from helpers.config import cpu_cores
 from helpers.models import load_backbone
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from helpers.flowers102 import _copy_image
+from helpers.flowers102 import copy_image
 from helpers.tiny import TINY_CLASSES, draw_flower
 
 FULL_SIZE = (630, 534)
@@ -59,7 +59,7 @@ def make_prepared_copy(source: Path, target: Path, resize_to: int = 256) -> Path
     for path in sorted(source.rglob("*.jpg")):
         destination = target / path.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _copy_image(path, destination, resize_to)
+        copy_image(path, destination, resize_to)
     return target
 
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bench.table import Row
 from bench.timing import best_times
 from helpers.data import FlowerFolder, eval_transform, make_loaders
-from helpers.features import (cpu_has_native_bf16, extract_features, extraction_loader, load_rgb_image_reduced,
+from helpers.features import (cpu_has_native_bf16, extract_features, extraction_loader,
                               torch_threads, train_head_on_features)
 from helpers.images import load_rgb_image
 from helpers.models import build_head, build_model
@@ -39,7 +39,7 @@ def decoding(full_dir: Path, prepared_dir: Path, repeats: int) -> list[Row]:
     full = sorted(full_dir.rglob("*.jpg"))
     prepared = sorted(prepared_dir.rglob("*.jpg"))
     transform = eval_transform(224)
-    reduced = functools.partial(load_rgb_image_reduced, min_side=256)
+    reduced = functools.partial(load_rgb_image, min_side=256)
     with torch_threads(1):
         times = best_times({
             "full": lambda: _decode_all(full, load_rgb_image, transform),

@@ -42,7 +42,8 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
     """Save ``model`` (backbone name, head shape and weights, class mapping) to ``path``.
 
     The backbone's weights are stored only when they cannot be rebuilt from torchvision
-    (random weights or a custom backbone); a pretrained checkpoint stays small.
+    (random weights, a custom backbone, or a backbone you unfroze and trained); a
+    checkpoint of a frozen pretrained backbone stays small.
     ``cat_to_name`` (folder -> flower name) travels along so predictions can show names.
     """
     if not isinstance(model, FlowerClassifier):
@@ -53,7 +54,8 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
                          "without it predictions cannot be mapped back to class folders.")
     if len(class_to_idx) != model.num_classes:
         raise ValueError(f"class_to_idx has {len(class_to_idx)} classes but the head outputs {model.num_classes}.")
-    store_backbone = model.custom_backbone or not model.pretrained
+    fine_tuned = any(p.requires_grad for p in model.backbone.parameters())
+    store_backbone = model.custom_backbone or not model.pretrained or fine_tuned
     checkpoint: dict[str, Any] = {
         "format": FORMAT,
         "backbone": model.backbone_name,

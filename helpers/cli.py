@@ -60,7 +60,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu", action="store_true", help="predict on the GPU (an error if there is none)")
 
 
-def hidden_layers(values: list[int] | None) -> list[int]:
+def hidden_units_from_options(values: list[int] | None) -> list[int]:
     """``--hidden-units`` values as a list; none given means [512], a lone 0 means no hidden layer."""
     if not values:
         return [512]
@@ -81,7 +81,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     device = _device(args.gpu)
     pretrained = not (args.random_weights or get_settings().tiny)
-    hidden = hidden_layers(args.hidden_units)
+    hidden = hidden_units_from_options(args.hidden_units)
     if args.arch not in known_backbones():  # fail before any data is read
         raise ValueError(f"Unknown architecture {args.arch!r}. Known: {', '.join(known_backbones())}")
     if pretrained:
@@ -143,7 +143,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     """Download and lay out Flowers102."""
     from helpers.data import prepare_flowers102
 
-    root = prepare_flowers102(args.data_dir, split=args.split, resize_to=args.resize_to)
+    root = prepare_flowers102(args.data_dir, split=args.split, resize_to=args.resize_to,
+                              download_dir=args.download_dir)
     print(f"Flowers102 ({args.split} split): {root}")
     return 0
 
@@ -160,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="download Oxford 102 Flowers into class folders")
     prepare.add_argument("data_dir")
     prepare.add_argument("--split", choices=("official", "classic"), default="official")
-    prepare.add_argument("--resize-to", type=int, default=None)
+    prepare.add_argument("--resize-to", type=int, default=None,
+                         help="store images with this shorter side in pixels (256 makes loading much faster)")
+    prepare.add_argument("--download-dir", default=None,
+                         help="where the original files go (default: DATA_DIR/downloads; share one between splits)")
     return parser
 
 

@@ -18,6 +18,10 @@ variable                    meaning                                             
 ``FLOWERS_DEVICE``          ``cpu``, ``cuda`` or ``auto``                        ``auto``
 ``FLOWERS_WORKERS``         DataLoader worker processes (empty: pick safely)     empty
 ``FLOWERS_BATCH_SIZE``      images per batch                                     ``32``
+``FLOWERS_RESIZE_TO``       prepare Flowers102 with the shorter side at this     empty (full size)
+                            many pixels (256: much faster decoding)
+``FLOWERS_DATASET_DIR``     use this ImageFolder root (``train/``, ``valid/``,    empty
+                            ``test/``) instead of Flowers102, e.g. your photos
 ==========================  ===================================================  =================
 """
 
@@ -48,6 +52,8 @@ class Settings:
     device: str
     num_workers: int | None
     batch_size: int
+    resize_to: int | None = None
+    dataset_override: Path | None = None
 
     @property
     def pretrained(self) -> bool:
@@ -57,9 +63,12 @@ class Settings:
     @property
     def dataset_dir(self) -> Path:
         """The ImageFolder root (with ``train/``, ``valid/``, ``test/``) these settings use."""
+        if self.dataset_override is not None:
+            return self.dataset_override
         if self.tiny:
             return self.data_root / "tiny"
-        return self.data_root / f"flowers102-{self.split}"
+        resized = f"-{self.resize_to}" if self.resize_to else ""
+        return self.data_root / f"flowers102-{self.split}{resized}"
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -74,6 +83,8 @@ class Settings:
     def describe(self) -> str:
         """A few lines that say what this run uses; notebooks print them."""
         data = "tiny generated slice (meaningless accuracy)" if self.tiny else f"Flowers102, {self.split} split"
+        if self.dataset_override is not None:
+            data = "your own folder (FLOWERS_DATASET_DIR)"
         weights = "pretrained (ImageNet)" if self.pretrained else "random (no download)"
         workers = "auto" if self.num_workers is None else str(self.num_workers)
         return "\n".join([
@@ -88,6 +99,7 @@ class Settings:
         """Plain-type copy, for printing or saving next to results."""
         values = asdict(self)
         values["data_root"] = str(self.data_root)
+        values["dataset_override"] = None if self.dataset_override is None else str(self.dataset_override)
         return values
 
 
@@ -114,6 +126,11 @@ def _read_int(env: Mapping[str, str], name: str, default: int | None) -> int | N
     if value < 0:
         raise ValueError(f"{name}={raw!r} must be 0 or more.")
     return value
+
+
+def cpu_cores() -> int:
+    """How many CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def resolve_device(requested: str | None = "auto") -> str:
@@ -154,6 +171,8 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         device=resolve_device(env.get("FLOWERS_DEVICE", "auto")),
         num_workers=_read_int(env, "FLOWERS_WORKERS", None),
         batch_size=batch_size,
+        resize_to=_read_int(env, "FLOWERS_RESIZE_TO", None) or None,
+        dataset_override=Path(own).expanduser() if (own := env.get("FLOWERS_DATASET_DIR", "").strip()) else None,
     )
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from helpers.config import Settings
+from helpers.config import Settings, cpu_cores, resolve_device
 from helpers.flowers102 import prepare_flowers102
 from helpers.images import iter_image_files, load_rgb_image, verify_images
 from helpers.tiny import SPLIT_NAMES, make_tiny_flowers
@@ -133,7 +134,7 @@ class FlowerFolder(datasets.ImageFolder):
     as broken images; the loader names the file when an image is broken.
     """
 
-    def __init__(self, root: str | os.PathLike, transform=None) -> None:
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None) -> None:
         super().__init__(str(root), transform=transform, loader=load_rgb_image)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
@@ -144,7 +145,8 @@ class FlowerFolder(datasets.ImageFolder):
         return classes, {name: index for index, name in enumerate(classes)}
 
     @staticmethod
-    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None,
+    def make_dataset(directory: str | os.PathLike, class_to_idx: dict[str, int],
+                     extensions: tuple[str, ...] | None = None, is_valid_file: Callable | None = None,
                      allow_empty: bool = False) -> list[tuple[str, int]]:
         """ImageFolder's (path, class index) list without dot-files and files in dot-folders."""
         samples = datasets.ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
@@ -166,7 +168,7 @@ def default_num_workers(device: str = "cpu") -> int:
     On a CPU the network itself needs the cores; on 2 cores, loading in the main
     process beats workers that fight torch's threads for the same cores.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_cores()
     if device.startswith("cuda"):
         return min(8, cores)
     return 0 if cores <= 2 else min(4, cores // 2)
@@ -183,7 +185,7 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 64, augment: bool = 
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
     sets = make_datasets(root, augment=augment, image_size=image_size, augment_strength=augment_strength)
     generator = None
@@ -218,10 +220,14 @@ def load_cat_to_name(path: str | os.PathLike) -> dict[str, str]:
 def ensure_dataset(settings: Settings) -> Path:
     """Make sure the dataset the settings ask for is on disk, and return its folder.
 
-    Tiny: generated in a second. Full: Flowers102 prepared once (downloads ~330 MB the
-    first time; later calls return at once).
+    Your own folder (``FLOWERS_DATASET_DIR``): its layout is checked. Tiny: generated in
+    a second. Full: Flowers102 prepared once (downloads ~330 MB the first time; later
+    calls return at once).
     """
+    if settings.dataset_override is not None:
+        check_layout(settings.dataset_override)
+        return settings.dataset_override
     if settings.tiny:
         return make_tiny_flowers(settings.dataset_dir)
-    return prepare_flowers102(settings.dataset_dir, split=settings.split,
+    return prepare_flowers102(settings.dataset_dir, split=settings.split, resize_to=settings.resize_to,
                               download_dir=settings.data_root / "downloads")

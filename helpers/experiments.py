@@ -21,7 +21,7 @@ from torch import nn
 from helpers.config import seed_everything
 from helpers.evaluation import format_table
 from helpers.features import FeatureSet, train_head_on_features
-from helpers.models import build_head
+from helpers.models import build_head, count_parameters
 from helpers.plots import plot_history
 
 HIDDEN_UNIT_CHOICES = (16, 32, 64, 128, 256, 512, 1024)
@@ -37,11 +37,6 @@ class Run(NamedTuple):
     history: dict[str, list]
     parameters: int
     seconds: float
-
-
-def count_parameters(module: nn.Module) -> int:
-    """How many numbers training can change in ``module``."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Mapping],
@@ -60,7 +55,7 @@ def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Ma
         train_data = config.pop("train", train)
         start = time.perf_counter()
         head, history = train_head_on_features(train_data, valid, **config)
-        runs[label] = Run(config, history, count_parameters(head), time.perf_counter() - start)
+        runs[label] = Run(config, history, count_parameters(head)["trainable"], time.perf_counter() - start)
     return runs
 
 

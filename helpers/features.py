@@ -32,20 +32,19 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
-from PIL import Image, ImageOps
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision import transforms
 from tqdm.auto import tqdm
 
-from helpers.config import resolve_device, seed_everything
+from helpers.config import cpu_cores, resolve_device, seed_everything
 from helpers.data import (IMAGENET_MEAN, IMAGENET_STD, FlowerFolder, check_layout, default_num_workers,
                           resize_size, train_transform)
-from helpers.images import load_rgb_image, to_rgb
+from helpers.images import load_rgb_image
 from helpers.models import build_head
 from helpers.train import format_epoch, new_history, record_epoch
 
@@ -64,11 +63,6 @@ class FeatureSet(NamedTuple):
 def backbone_of(model_or_backbone: nn.Module) -> nn.Module:
     """The backbone of a classifier built by ``build_model``, or the module itself."""
     return getattr(model_or_backbone, "backbone", model_or_backbone)
-
-
-def cpu_cores() -> int:
-    """How many CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -98,32 +92,15 @@ def cpu_threads_beside_workers(device: str, num_workers: int) -> Iterator[None]:
 # Loading images for extraction
 # ----------------------------------------------------------------------------------------------
 
-def load_rgb_image_reduced(path: str | os.PathLike, min_side: int) -> Image.Image:
-    """Open an image like :func:`load_rgb_image`, decoding a JPEG at reduced scale when it is large.
-
-    ``Image.draft`` picks the smallest of the JPEG decoder's 1/1, 1/2, 1/4 and 1/8 scales
-    that keeps both sides at least ``min_side`` pixels, so a later resize to ``min_side``
-    loses nothing it needed. Other formats load in full. A file that fails here is
-    opened again with :func:`load_rgb_image`, whose error names the file and the fix.
-    """
-    try:
-        with Image.open(path) as opened:
-            opened.draft("RGB", (min_side, min_side))
-            opened.load()
-            return to_rgb(ImageOps.exif_transpose(opened))
-    except (OSError, ValueError, SyntaxError):
-        return load_rgb_image(path)
-
-
 class ReducedDecodeFolder(FlowerFolder):
-    """A :class:`FlowerFolder` that decodes JPEGs at reduced scale (see :func:`load_rgb_image_reduced`).
+    """A :class:`FlowerFolder` that decodes JPEGs at reduced scale (``load_rgb_image(path, min_side)``).
 
     ``min_side`` should be the first resize step's size (256 for 224-pixel crops).
     """
 
-    def __init__(self, root: str | os.PathLike, transform=None, min_side: int = 256) -> None:
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, min_side: int = 256) -> None:
         super().__init__(root, transform)
-        self.loader = functools.partial(load_rgb_image_reduced, min_side=min_side)
+        self.loader = functools.partial(load_rgb_image, min_side=min_side)
         self.min_side = min_side
 
 
@@ -146,7 +123,7 @@ def default_batch_size(device: str) -> int:
 
 
 def extraction_loader(split_dir: str | os.PathLike, image_size: int = 224, batch_size: int | None = None,
-                      num_workers: int | None = None, device: str | None = None, transform=None,
+                      num_workers: int | None = None, device: str | None = None, transform: Callable | None = None,
                       reduced_decode: bool = True, generator: torch.Generator | None = None) -> DataLoader:
     """An unshuffled DataLoader made for feature extraction from one split folder.
 
@@ -200,7 +177,7 @@ def autocast_dtype(device: str, amp: bool | None = None) -> torch.dtype | None:
     return torch.bfloat16
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: its tensors could not be used to train a head afterwards
 def extract_features(model_or_backbone: nn.Module, loader: DataLoader | Sequence, device: str | None = None,
                      progress: bool = True, *, amp: bool | None = None,
                      channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,7 +273,7 @@ def cached_features(model_or_backbone: nn.Module, root: str | os.PathLike, split
     randomly augmented views per image, shape (K, N, F), for augmentation experiments on
     the cache; other splits always use the evaluation transform. ``batch_size=None``
     picks :func:`default_batch_size`. ``reduced_decode`` decodes large JPEGs at
-    reduced scale (see :func:`load_rgb_image_reduced`); the features differ from
+    reduced scale (``load_rgb_image(path, min_side)``); the features differ from
     full-size decoding only by the resize's rounding. ``amp``: the precision the backbone
     runs in (:func:`autocast_dtype`; default by hardware), also part of the key.
     """

@@ -125,7 +125,7 @@ def split_image_ids(labels: list[int], official: dict[str, list[int]], split: st
     return {name: sorted(ids) for name, ids in result.items()}
 
 
-def _copy_image(source: Path, target: Path, resize_to: int | None) -> None:
+def copy_image(source: Path, target: Path, resize_to: int | None) -> None:
     """Copy one JPEG, or store it with its shorter side at ``resize_to`` pixels."""
     if resize_to is None:
         shutil.copyfile(source, target)
@@ -187,6 +187,7 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "official", resize_
         return root
     flowers_dir = download_flowers102(Path(download_dir).expanduser() if download_dir else root / "downloads")
     labels, official = _read_source(flowers_dir)
+    names = flower_names()  # fails now, not after copying 8,189 images, if torchvision lacks them
     ids = split_image_ids(labels, official, split, seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / PREPARING).write_text("prepare_flowers102 is writing this folder; if this file stays, it was interrupted.\n")
@@ -198,8 +199,7 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "official", resize_
             folder = root / name / str(labels[image_id - 1])
             folder.mkdir(parents=True, exist_ok=True)
             file_name = f"image_{image_id:05d}.jpg"
-            _copy_image(flowers_dir / "jpg" / file_name, folder / file_name, resize_to)
-    names = flower_names()
+            copy_image(flowers_dir / "jpg" / file_name, folder / file_name, resize_to)
     cat_to_name = {str(label): names[label - 1] for label in sorted(set(labels))}
     (root / "cat_to_name.json").write_text(json.dumps(cat_to_name, indent=1))
     (root / PREPARED).write_text(json.dumps({"recipe": recipe, "counts": _counts_on_disk(root)}, indent=1))

@@ -159,6 +159,8 @@ class FlowerClassifier(nn.Module):
         self.in_features = head[0].in_features
         self.num_classes = head.output.out_features
         self.class_to_idx: dict[str, int] | None = None
+        self.custom_backbone = False
+        self.image_size = 224
 
     def train(self, mode: bool = True) -> "FlowerClassifier":
         """Train mode for the head only; a frozen backbone stays in eval mode."""

@@ -82,7 +82,7 @@ def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]] | Mappin
     return figure
 
 
-def plot_prediction(image, predictions: Sequence, title: str | None = None) -> plt.Figure:
+def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence, title: str | None = None) -> plt.Figure:
     """The image beside a bar chart of its top-k predicted classes and probabilities."""
     figure, (image_axis, bar_axis) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
     image_axis.imshow(_as_displayable(image, normalized=True))

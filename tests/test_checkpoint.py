@@ -110,6 +110,19 @@ def test_a_pretrained_checkpoint_stays_small_and_reloads_from_the_cache(tmp_path
         load_checkpoint(path, device="cpu")
 
 
+def test_a_fine_tuned_pretrained_backbone_is_stored(tmp_path, fake_imagenet_weights, no_network):
+    fake_imagenet_weights("resnet18")
+    model = build_model("resnet18", 3, [4], pretrained=True, image_size=64).eval()
+    for parameter in model.backbone.layer4.parameters():  # unfrozen and changed, as after fine-tuning
+        parameter.requires_grad = True
+        parameter.data.add_(0.01)
+    path = save_checkpoint(tmp_path / "c.pth", model, CLASS_TO_IDX)
+    assert torch.load(path, weights_only=True)["backbone_state_dict"] is not None
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(load_checkpoint(path, device="cpu")(images), model(images), atol=1e-5)
+
+
 def test_save_uses_the_models_own_class_to_idx(tmp_path, custom_model, make_backbone):
     custom_model.class_to_idx = CLASS_TO_IDX
     path = save_checkpoint(tmp_path / "c.pth", custom_model)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint
-from helpers.cli import hidden_layers, main
+from helpers.cli import hidden_units_from_options, main
 from helpers.models import build_model
 
 BIN = Path(sys.executable).parent
@@ -256,8 +256,8 @@ def test_bad_option_values_are_refused(tiny_root, capsys):
 
 
 def test_hidden_layers():
-    assert hidden_layers(None) == [512]
-    assert hidden_layers([0]) == []
-    assert hidden_layers([256, 128]) == [256, 128]
+    assert hidden_units_from_options(None) == [512]
+    assert hidden_units_from_options([0]) == []
+    assert hidden_units_from_options([256, 128]) == [256, 128]
     with pytest.raises(ValueError, match="positive"):
-        hidden_layers([256, 0])
+        hidden_units_from_options([256, 0])

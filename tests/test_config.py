@@ -138,3 +138,18 @@ def test_package_level_seed_everything_is_the_same():
     first = _draws()
     seed_everything(5)
     assert _draws() == first
+
+
+def test_resize_to_gets_its_own_dataset_folder(tmp_path):
+    settings = get_settings({"FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_RESIZE_TO": "256", "FLOWERS_DEVICE": "cpu"})
+    assert settings.resize_to == 256
+    assert settings.dataset_dir == tmp_path / "flowers102-classic-256"
+    assert get_settings({"FLOWERS_DATA_ROOT": str(tmp_path)}).dataset_dir == tmp_path / "flowers102-classic"
+
+
+def test_own_dataset_folder_replaces_flowers102_and_the_tiny_slice(tmp_path):
+    mine = tmp_path / "my photos"
+    settings = get_settings({"FLOWERS_DATASET_DIR": str(mine), "FLOWERS_TINY": "1", "FLOWERS_DEVICE": "cpu"})
+    assert settings.dataset_dir == mine
+    assert "FLOWERS_DATASET_DIR" in settings.describe()
+    assert settings.checkpoint_path.name == "my photos-resnet18.pth"

@@ -254,3 +254,12 @@ def test_ensure_dataset_full_data_offline_says_what_to_do(tmp_path, no_network, 
     assert type(error.value).__name__ == "OfflineError"
     assert str(tmp_path / "downloads" / "flowers-102") in str(error.value)
     assert "FLOWERS_TINY=1" in str(error.value)
+
+
+def test_ensure_dataset_uses_an_own_folder_after_checking_it(tmp_path, tiny_root, no_network):
+    settings = get_settings({"FLOWERS_DATASET_DIR": str(tiny_root), "FLOWERS_DEVICE": "cpu"})
+    assert ensure_dataset(settings) == tiny_root and no_network == []
+    (tmp_path / "mine").mkdir()
+    broken = get_settings({"FLOWERS_DATASET_DIR": str(tmp_path / "mine"), "FLOWERS_DEVICE": "cpu"})
+    with pytest.raises(FileNotFoundError, match="has no train/ folder"):
+        ensure_dataset(broken)

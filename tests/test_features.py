@@ -17,8 +17,9 @@ from PIL import Image
 from torch import nn
 
 from helpers.data import FlowerFolder, eval_transform
+from helpers.images import load_rgb_image
 from helpers.features import (FeatureSet, cached_features, extract_features, extraction_loader, feature_batches,
-                              load_rgb_image_reduced, normalise_on_device, threads_for_head,
+                              normalise_on_device, threads_for_head,
                               train_head_on_features)
 from helpers.train import HISTORY_KEYS
 
@@ -144,18 +145,18 @@ def test_normalising_uint8_on_the_device_matches_to_tensor_and_normalize():
 def test_reduced_decoding_keeps_enough_pixels_and_the_picture(tmp_path):
     path = tmp_path / "large.jpg"
     Image.new("RGB", (630, 534), (200, 30, 40)).save(path)
-    image = load_rgb_image_reduced(path, min_side=256)
+    image = load_rgb_image(path, min_side=256)
     assert image.mode == "RGB"
     assert image.size == (315, 267)  # decoded at half scale: both sides still >= 256
     assert abs(image.getpixel((100, 100))[0] - 200) <= 3
-    assert load_rgb_image_reduced(path, min_side=400).size == (630, 534)  # half scale would be too small
+    assert load_rgb_image(path, min_side=400).size == (630, 534)  # half scale would be too small
 
 
 def test_reduced_decoding_names_a_broken_file(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a picture")
     with pytest.raises(ValueError, match="broken.jpg"):
-        load_rgb_image_reduced(broken, 256)
+        load_rgb_image(broken, 256)
 
 
 def test_extract_features_of_an_empty_loader_is_an_error(make_backbone):
@@ -278,3 +279,10 @@ def test_bench_quick_prints_its_table():
     assert ">= 2.5x" in table and ">= 1.5x" in table
     assert "x vs full-size" in table and "x vs plain" in table
     assert "random weights" in done.stdout and "load average" in done.stdout
+
+
+def test_freshly_extracted_features_train_a_head_in_stored_order(tiny_root, make_backbone, tmp_path):
+    extracted = cache(make_backbone(), tiny_root, tmp_path)  # extracted now, not loaded from the cache
+    head, history = train_head_on_features(extracted["train"], extracted["valid"], [8], epochs=2,
+                                           batch_size=4, shuffle=False, device="cpu")
+    assert len(history["epoch"]) == 2 and history["train_loss"][0] > 0

@@ -168,7 +168,7 @@ def test_second_call_checks_and_returns_without_rewriting(tmp_path, source, monk
         raise AssertionError("the second call must not prepare again")
 
     monkeypatch.setattr(flowers102, "download_flowers102", must_not_run)
-    monkeypatch.setattr(flowers102, "_copy_image", must_not_run)
+    monkeypatch.setattr(flowers102, "copy_image", must_not_run)
     assert prepare_flowers102(tmp_path / "p", split="classic", resize_to=48, download_dir=source) == root
     assert tree(root) == before
 

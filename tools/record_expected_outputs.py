@@ -45,6 +45,7 @@ def recorded_outputs(path: Path) -> dict[str, list]:
 
 
 def main(argv: list[str]) -> int:
+    """Record the given notebooks (default: all) into expected_outputs.json; 2 without FLOWERS_TINY=1."""
     if os.environ.get("FLOWERS_TINY") != "1":
         print("Set FLOWERS_TINY=1: the recorded outputs are those of the tiny slice.", file=sys.stderr)
         return 2

@@ -83,6 +83,7 @@ def synced_readme(text: str, url: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Sync (or with --check, only compare) the notebooks and README; 1 if --check finds them out of step."""
     check = "--check" in argv
     paths = [Path(a) for a in argv if a != "--check"] or sorted((ROOT / "notebooks").glob("*.ipynb"))
     url = repository_url()
