@@ -1,4 +1,4 @@
-"""Give nbval the expected outputs of ``# NBVAL_CHECK_OUTPUT`` cells from a side file.
+"""Give nbval the expected outputs of cells tagged ``nbval-check-output`` from a side file.
 
 Notebooks are committed without outputs (clean diffs, and learners on Colab never see
 stale tiny-slice numbers). The outputs that must stay the same on the tiny slice live in
@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 
 EXPECTED = Path(__file__).parent / "notebooks" / "expected_outputs.json"
-MARKER = "# NBVAL_CHECK_OUTPUT"
+TAG = "nbval-check-output"  # a cell tag, which nbval reads from the cell's metadata
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     expected = json.loads(EXPECTED.read_text())
     for item in items:
         cell = getattr(item, "cell", None)
-        if cell is None or MARKER not in cell.get("source", ""):
+        if cell is None or TAG not in cell.get("metadata", {}).get("tags", []):
             continue
         recorded = expected.get(Path(str(item.fspath)).name, {}).get(cell.get("id"))
         if recorded is not None:

@@ -1,50 +1,19 @@
-"""Helpers for the transfer-learning flower course.
+"""Helpers for the transfer-learning flower course: the notebooks' code, saved for reuse.
 
-Each module has one job:
+Each module holds what one part of the course writes:
 
-- ``config``: settings from environment variables, seeding;
-- ``data``: Flowers102 preparation, the generated tiny slice, transforms, loaders, checks;
-- ``models``: backbones, the classifier head, freezing;
-- ``train``: one epoch, evaluation, ``fit``;
-- ``features``: frozen-backbone features, their cache, heads trained on them;
-- ``checkpoint``: saving and loading trained classifiers safely;
-- ``predict``: preparing one image and the top-k prediction;
-- ``experiments``: the overfitting experiments on cached features, their tables and plots;
-- ``evaluation``: test accuracy, per-class accuracy, confusions and mistakes;
-- ``backbones``: a table of torchvision backbones from their weights' metadata;
-- ``plots`` and ``widgets``: what the notebooks draw and the sliders they show;
-- ``images``, ``tiny``, ``flowers102``, ``network``: safe image loading, the generated slice,
-  the real dataset, and the offline check (re-exported by ``data`` where learners need them);
-- ``cli``: the ``train`` and ``predict`` command line.
+- ``config``: settings from environment variables, seeding, device and precision (all notebooks);
+- ``data``: images, transforms, ``FlowerFolder`` and ``make_loaders`` (notebooks 01 and 02);
+- ``download``: Oxford 102 Flowers, the generated tiny slice, the offline check;
+- ``model``: backbones, the head, freezing and unfreezing (notebooks 03 and 07);
+- ``train``: the training loop, ``fit``, and the one inference path (notebook 04);
+- ``features``: cached backbone features and the overfitting experiments (notebook 05);
+- ``checkpoint``: saving and loading classifiers safely;
+- ``inference``: top-k prediction and judging a whole split (notebook 06);
+- ``plots`` and ``widgets``: figures, tables and sliders;
+- ``cli``: ``python -m helpers train | predict | tiny | prepare``.
 
-Importing ``helpers`` has no side effects; submodules are imported on first use.
+Importing ``helpers`` has no side effects; import the module you need.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-__version__ = "0.1.0"
-
-_SUBMODULES = (
-    "config", "data", "models", "train", "features", "checkpoint",
-    "predict", "plots", "widgets", "cli", "images", "network", "tiny", "flowers102",
-    "experiments", "evaluation", "backbones",
-)
-
-__all__ = ["seed_everything", "__version__", *_SUBMODULES]
-
-
-def seed_everything(seed: int = 0) -> "Any":
-    """Seed Python, NumPy and torch (see :func:`helpers.config.seed_everything`)."""
-    from helpers.config import seed_everything as _seed
-
-    return _seed(seed)
-
-
-def __getattr__(name: str) -> Any:
-    """Import ``helpers.<name>`` lazily, so ``import helpers`` stays fast and side-effect free."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"helpers.{name}")
-    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""``python -m helpers ...`` runs the command line (see :mod:`helpers.cli`)."""
+"""``python -m helpers``: the command line (see :mod:`helpers.cli`)."""
 
 from helpers.cli import main
 

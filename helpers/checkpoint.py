@@ -1,10 +1,10 @@
 """Saving and loading a trained classifier safely.
 
 A checkpoint holds only plain Python types and tensors, so it loads with
-``torch.load(..., weights_only=True)``: loading never runs code from the file. It is
-written atomically (a temporary file, then a rename), so an interrupted save never
-leaves a broken file under the final name. Everything is checked before any weights
-are loaded, and each error names the file and what to do.
+``torch.load(..., weights_only=True)``: loading never runs code from the file. Files are
+written atomically (a temporary file, then a rename), so an interrupted save never leaves
+a broken file under the final name. Everything is checked before any weights are loaded,
+and each error names the file and what to do.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from helpers.config import resolve_device
-from helpers.models import FlowerClassifier, build_head, freeze, load_backbone
+from helpers.model import FlowerClassifier, build_head, freeze, load_backbone
 
 FORMAT = "flowers-classifier/1"
 REQUIRED = ("format", "backbone", "custom_backbone", "pretrained", "in_features", "num_classes",
@@ -30,25 +30,31 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used as asked. The message names the file and the fix."""
 
 
-def _plain_history(history: dict | None) -> dict[str, list] | None:
-    if history is None:
-        return None
-    return {str(key): [float(v) if not isinstance(v, int) else v for v in values] for key, values in history.items()}
+def atomic_save(data: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, then rename: the old file survives any failure."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(data, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
 
 
 def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_idx: dict[str, int] | None = None,
-                    epoch: int | None = None, history: dict | None = None, image_size: int | None = None,
+                    epoch: int | None = None, history: dict | None = None,
                     cat_to_name: dict[str, str] | None = None) -> Path:
-    """Save ``model`` (backbone name, head shape and weights, class mapping) to ``path``.
+    """Save ``model`` (backbone name, head shape and weights, class mapping, names) to ``path``.
 
-    The backbone's weights are stored only when they cannot be rebuilt from torchvision
-    (random weights, a custom backbone, or a backbone you unfroze and trained); a
+    The backbone's weights are stored only when torchvision cannot rebuild them: random
+    weights, a custom backbone, or a stage you unfroze and trained (fine-tuning). A
     checkpoint of a frozen pretrained backbone stays small.
-    ``cat_to_name`` (folder -> flower name) travels along so predictions can show names.
     """
     if not isinstance(model, FlowerClassifier):
-        raise TypeError("save_checkpoint expects a model made by helpers.models.build_model.")
-    class_to_idx = class_to_idx if class_to_idx is not None else model.class_to_idx
+        raise TypeError("save_checkpoint expects a model made by helpers.model.build_model.")
+    class_to_idx = class_to_idx or model.class_to_idx
     if not class_to_idx:
         raise ValueError("Pass class_to_idx (e.g. loaders['train'].dataset.class_to_idx): "
                          "without it predictions cannot be mapped back to class folders.")
@@ -56,39 +62,20 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
         raise ValueError(f"class_to_idx has {len(class_to_idx)} classes but the head outputs {model.num_classes}.")
     fine_tuned = any(p.requires_grad for p in model.backbone.parameters())
     store_backbone = model.custom_backbone or not model.pretrained or fine_tuned
-    checkpoint: dict[str, Any] = {
-        "format": FORMAT,
-        "backbone": model.backbone_name,
-        "custom_backbone": bool(model.custom_backbone),
-        "pretrained": bool(model.pretrained),
-        "in_features": int(model.in_features),
-        "num_classes": int(model.num_classes),
-        "hidden_units": [int(u) for u in model.hidden_units],
-        "dropout": float(model.dropout),
-        "image_size": int(image_size or getattr(model, "image_size", 224)),
-        "class_to_idx": {str(k): int(v) for k, v in class_to_idx.items()},
+    names = cat_to_name or model.cat_to_name
+    return atomic_save({
+        "format": FORMAT, "backbone": model.backbone_name, "custom_backbone": bool(model.custom_backbone),
+        "pretrained": bool(model.pretrained), "in_features": int(model.in_features),
+        "num_classes": int(model.num_classes), "hidden_units": list(model.hidden_units),
+        "dropout": float(model.dropout), "class_to_idx": {str(k): int(v) for k, v in class_to_idx.items()},
         "head_state_dict": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
         "backbone_state_dict": ({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
                                 if store_backbone else None),
         "epoch": None if epoch is None else int(epoch),
-        "history": _plain_history(history),
-        "cat_to_name": {str(k): str(v) for k, v in cat_to_name.items()} if cat_to_name else None,
-    }
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(checkpoint, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of an error message, or the error's type when the message is empty."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+        "history": {str(k): [None if v is None else float(v) for v in values] for k, values in history.items()}
+        if history else None,
+        "cat_to_name": {str(k): str(v) for k, v in names.items()} if names else None,
+    }, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -101,21 +88,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only load failed" not in str(error).lower():  # not a pickle at all: garbage bytes
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({_first_line(error)}). "
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if "weights only load failed" not in str(error).lower():
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({reason}). "
                                   "Save or copy it again.") from None
-        raise CheckpointError(
-            f"{path} holds pickled Python objects (probably a whole model saved with torch.save(model)), "
-            "which we do not unpickle: that could run arbitrary code. Load it where it was made and "
-            f"re-save it with helpers.checkpoint.save_checkpoint. ({_first_line(error)})"
-        ) from None
+        raise CheckpointError(f"{path} holds pickled Python objects (probably a whole model saved with "
+                              "torch.save(model)), which we do not unpickle: that could run arbitrary code. Load it "
+                              "where it was made and re-save it with helpers.checkpoint.save_checkpoint.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError) as error:
-        # A cut-off or garbled file fails inside torch's reader with any of these.
-        raise CheckpointError(f"{path} is incomplete or corrupt (truncated copy or interrupted save?): "
-                              f"{_first_line(error)}. Save or copy it again.") from None
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CheckpointError(f"{path} is incomplete or corrupt (truncated copy or interrupted save?): {reason}. "
+                              "Save or copy it again.") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path} is not a checkpoint written by helpers.checkpoint.save_checkpoint "
-                              f"(format {data.get('format') if isinstance(data, dict) else type(data).__name__!r}).")
+                              f"(format {found!r}).")
     missing = [key for key in REQUIRED if data.get(key) is None]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}; it cannot be used for prediction. Save it again.")
@@ -125,63 +112,39 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _check_head(path: Path, data: dict[str, Any]) -> nn.Sequential:
-    """Build the stored head's shape and compare every tensor shape before loading weights."""
-    head = build_head(data["in_features"], data["num_classes"], data["hidden_units"], data["dropout"])
-    expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
-    stored = {k: tuple(v.shape) for k, v in data["head_state_dict"].items()}
-    if expected != stored:
-        raise CheckpointError(f"{path}: the head weights do not match the stored head shape "
-                              f"(expected {expected}, found {stored}).")
-    return head
+def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in state.items()}
 
 
-def _check_expectations(path: Path, data: dict[str, Any], backbone: str | nn.Module | None,
-                        num_classes: int | None) -> None:
-    if isinstance(backbone, str) and backbone != data["backbone"]:
-        raise CheckpointError(f"{path} was trained on backbone {data['backbone']!r}, not {backbone!r}. "
-                              f"Use --arch {data['backbone']} or another checkpoint.")
-    if num_classes is not None and num_classes != data["num_classes"]:
-        raise CheckpointError(f"{path} predicts {data['num_classes']} classes, not {num_classes}.")
-    if data["custom_backbone"] and not isinstance(backbone, nn.Module):
-        raise CheckpointError(f"{path} uses a custom backbone ({data['backbone']}); pass the same module "
-                              "as load_checkpoint(path, backbone=module).")
+def load_checkpoint(path: str | os.PathLike, device: str | None = None,
+                    backbone: str | nn.Module | None = None) -> FlowerClassifier:
+    """Rebuild the classifier saved at ``path`` on ``device`` (a CUDA checkpoint loads on a CPU too).
 
-
-def _load_backbone_for(path: Path, data: dict[str, Any], backbone: str | nn.Module | None) -> nn.Module:
-    if isinstance(backbone, nn.Module):
-        module = backbone
-    else:
-        module = load_backbone(data["backbone"], pretrained=data["backbone_state_dict"] is None)
-    stored = data["backbone_state_dict"]
-    if stored is not None:
-        own = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        if own != {k: tuple(v.shape) for k, v in stored.items()}:
-            raise CheckpointError(f"{path}: the stored backbone weights do not fit {data['backbone']}.")
-        module.load_state_dict(stored)
-    return freeze(module)
-
-
-def load_checkpoint(path: str | os.PathLike, device: str | None = None, backbone: str | nn.Module | None = None,
-                    num_classes: int | None = None) -> FlowerClassifier:
-    """Rebuild the classifier saved at ``path`` on ``device`` (a CUDA checkpoint loads on CPU too).
-
-    ``backbone`` and ``num_classes``, when given, are what you expect: a checkpoint for
-    another backbone or class count is refused before any weights are loaded. A custom
-    backbone module must be passed as ``backbone``. The model gets ``class_to_idx``,
-    ``epoch`` and ``history`` attributes.
+    ``backbone``: the name you expect (a checkpoint for another backbone is refused before
+    any weights load), or the module a custom-backbone checkpoint needs. The model gets
+    ``class_to_idx``, ``cat_to_name``, ``epoch`` and ``history``, and is in evaluation mode.
     """
     path = Path(path).expanduser()
     data = read_checkpoint(path)
-    _check_expectations(path, data, backbone, num_classes)
-    head = _check_head(path, data)
-    module = _load_backbone_for(path, data, backbone)
+    if isinstance(backbone, str) and backbone != data["backbone"]:
+        raise CheckpointError(f"{path} was trained on backbone {data['backbone']!r}, not {backbone!r}. "
+                              f"Use --arch {data['backbone']} or another checkpoint.")
+    if data["custom_backbone"] and not isinstance(backbone, nn.Module):
+        raise CheckpointError(f"{path} uses a custom backbone ({data['backbone']}); pass the same module "
+                              "as load_checkpoint(path, backbone=module).")
+    head = build_head(data["in_features"], data["num_classes"], data["hidden_units"], data["dropout"])
+    if _shapes(head.state_dict()) != _shapes(data["head_state_dict"]):
+        raise CheckpointError(f"{path}: the head weights do not match the stored head shape "
+                              f"(expected {_shapes(head.state_dict())}, found {_shapes(data['head_state_dict'])}).")
+    stored = data["backbone_state_dict"]
+    module = backbone if isinstance(backbone, nn.Module) else load_backbone(data["backbone"], stored is None)
+    if stored is not None:
+        if _shapes(module.state_dict()) != _shapes(stored):
+            raise CheckpointError(f"{path}: the stored backbone weights do not fit {data['backbone']}.")
+        module.load_state_dict(stored)
     head.load_state_dict(data["head_state_dict"])
-    model = FlowerClassifier(module, head, data["backbone"], data["hidden_units"], data["dropout"], data["pretrained"])
-    model.custom_backbone = data["custom_backbone"]
-    model.class_to_idx = dict(data["class_to_idx"])
-    model.epoch = data.get("epoch")
-    model.history = data.get("history")
-    model.image_size = data.get("image_size", 224)
-    model.cat_to_name = data.get("cat_to_name")
+    model = FlowerClassifier(freeze(module), head, data["backbone"], data["hidden_units"], data["dropout"],
+                             data["pretrained"], data["custom_backbone"])
+    model.class_to_idx, model.cat_to_name = dict(data["class_to_idx"]), data.get("cat_to_name")
+    model.epoch, model.history = data.get("epoch"), data.get("history")
     return model.to(resolve_device(device)).eval()

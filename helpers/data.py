@@ -1,211 +1,263 @@
-"""Datasets and DataLoaders: transforms, the folder layout check, and the loaders themselves.
+"""Images, transforms, datasets and DataLoaders: the code notebook 01 writes, saved for reuse.
 
-The functions that *make* data live in their own modules and are re-exported here, so
-``helpers.data`` is the one place a notebook imports data things from:
-:func:`prepare_flowers102` (real data), :func:`make_tiny_flowers` (generated slice),
-:func:`verify_images` and :func:`load_rgb_image` (safe image opening).
+- :func:`load_rgb_image` opens any image file as an upright RGB picture or raises an
+  error that names the file; :func:`verify_images` checks a whole folder before training.
+- :func:`eval_transform` and :func:`train_transform` follow the chosen backbone's own
+  preprocessing (resize, crop, interpolation, ImageNet mean and std).
+- :class:`FlowerFolder` is ``ImageFolder`` that ignores dot-folders and reports files it skips.
+- :func:`make_loaders` gives the train, valid and test DataLoaders.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import torchvision
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from helpers.config import Settings, cpu_cores, resolve_device
-from helpers.flowers102 import prepare_flowers102
-from helpers.images import iter_image_files, load_rgb_image, verify_images
-from helpers.tiny import SPLIT_NAMES, make_tiny_flowers
+from helpers.config import SPLITS, default_num_workers
 
-__all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "SPLIT_NAMES", "FlowerFolder", "check_layout", "default_num_workers",
-    "ensure_dataset", "eval_transform", "load_cat_to_name", "load_rgb_image", "make_datasets", "make_loaders",
-    "make_tiny_flowers", "prepare_flowers102", "resize_size", "train_transform", "verify_images",
-]
-
-# The per-channel statistics of ImageNet, which every torchvision pretrained network was trained with.
+# The per-channel statistics of ImageNet, which torchvision's pretrained networks were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-LAYOUT = """Expected layout:
-    ROOT/train/<class>/<image>.jpg
-    ROOT/valid/<class>/<image>.jpg
-    ROOT/test/<class>/<image>.jpg
-with the same class folders in each split (folders whose names start with a dot are ignored)."""
+IMAGE_EXTENSIONS = datasets.folder.IMG_EXTENSIONS
+LAYOUT = ("Expected layout: ROOT/train/<class>/<image>.jpg, ROOT/valid/<class>/..., ROOT/test/<class>/..., "
+          "with the same class folders in each split (names starting with a dot are ignored).")
 
 
-def resize_size(image_size: int) -> int:
-    """The shorter side to resize to before a centre crop of ``image_size`` (256 for 224)."""
-    return round(image_size * 256 / 224)
+class BadImageError(ValueError):
+    """A file that should be an image cannot be read as one. The message names the file."""
 
 
-def eval_transform(image_size: int = 224) -> transforms.Compose:
-    """Resize, centre-crop, make a tensor and normalise: what valid, test and prediction use."""
-    return transforms.Compose([
-        transforms.Resize(resize_size(image_size)),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as RGB the way a person sees it: transparency on white, 16-bit scaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
 
 
-def train_transform(image_size: int = 224, strength: float = 1.0, colour: bool = True) -> transforms.Compose:
-    """Random rotation, translation, scale and flips (and a little colour) before the usual steps.
+def load_rgb_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
+    """Open an image file as an upright RGB PIL image (its EXIF orientation applied).
 
-    ``strength`` scales every random change: 0 gives the evaluation pipeline, 1 the
-    course's default (up to 30 degrees, 10 % shift, +-20 % scale), 2 twice that.
+    Errors always name the file: ``FileNotFoundError``/``IsADirectoryError`` for a wrong
+    path, :class:`BadImageError` for an empty, truncated, oversized or non-image file.
+    ``min_side``: decode a JPEG at reduced scale (``Image.draft``) while both sides stay at
+    least ``min_side`` pixels; much faster when the next step resizes to ``min_side`` anyway.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give the path of one image file.")
+    if not path.exists():
+        raise FileNotFoundError(f"No image at {path}; check the path (relative paths start at {Path.cwd()}).")
+    try:
+        with Image.open(path) as opened:
+            if min_side is not None:
+                opened.draft("RGB", (min_side, min_side))
+            opened.load()
+            return to_rgb(ImageOps.exif_transpose(opened))
+    except Image.DecompressionBombError as error:
+        raise BadImageError(f"{path}: the image is too large for PIL's safety limit ({error}). Shrink the file, "
+                            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it.") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if path.stat().st_size == 0:
+            problem = "the file is empty (0 bytes)"
+        elif isinstance(error, UnidentifiedImageError):
+            problem = "not an image format PIL knows; is it really a picture?"
+        elif "truncated" in str(error).lower():
+            problem = "the file is truncated (cut off part-way, e.g. an interrupted download)"
+        else:
+            problem = str(error) or type(error).__name__
+        raise BadImageError(f"{path}: cannot be read as an image ({problem}). Replace or delete it; "
+                            "helpers.data.verify_images(root) lists every such file.") from error
+
+
+def iter_image_files(root: str | os.PathLike) -> Iterator[Path]:
+    """Image files below ``root`` in sorted order, dot-folders and dot-files skipped."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(files):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                yield Path(folder) / name
+
+
+def verify_images(root: str | os.PathLike) -> list[str]:
+    """Fully decode every image below ``root``; return one line per file that fails (empty: all good)."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"No folder at {root}.")
+    problems = []
+    for path in iter_image_files(root):
+        try:
+            load_rgb_image(path)
+        except BadImageError as error:
+            problems.append(str(error).split(" Replace or delete it")[0])
+    return problems
+
+
+def preprocessing(backbone: str | None = "resnet18") -> dict:
+    """Resize, crop, interpolation, mean and std that ``backbone``'s pretrained weights expect.
+
+    Read from torchvision's weight metadata (no download): resnet18 resizes to 256 and
+    crops 224; resnet50 resizes to 232, efficientnet_b0 uses bicubic interpolation.
+    ``None`` (a backbone of your own) gives the classic 256 / 224 / bilinear.
+    """
+    if backbone is None:
+        return {"resize": 256, "crop": 224, "interpolation": transforms.InterpolationMode.BILINEAR,
+                "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    preset = torchvision.models.get_model_weights(backbone).DEFAULT.transforms()
+    return {"resize": preset.resize_size[0], "crop": preset.crop_size[0], "interpolation": preset.interpolation,
+            "mean": tuple(preset.mean), "std": tuple(preset.std)}
+
+
+def eval_transform(backbone: str | None = "resnet18", uint8: bool = False) -> transforms.Compose:
+    """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get.
+
+    ``uint8=True`` stops at a byte tensor (4x less to move); the model's input step
+    normalises such batches on the device (see :func:`helpers.train.to_model_input`).
+    """
+    p = preprocessing(backbone)
+    steps = [transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"])]
+    if uint8:
+        return transforms.Compose([*steps, transforms.PILToTensor()])
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
+
+
+def train_transform(backbone: str | None = "resnet18", strength: float = 1.0) -> transforms.Compose:
+    """Random rotation, shift, scale, flip and a little colour change, then the evaluation steps.
+
+    ``strength`` scales every change: 0 is the evaluation pipeline, 1 the course's default
+    (up to 30 degrees, 10 % shift, +-20 % scale), 2 twice that.
     """
     if not 0 <= strength <= 2:
         raise ValueError(f"strength must be between 0 and 2, not {strength}.")
     if strength == 0:
-        return eval_transform(image_size)
-    steps: list = [
-        transforms.Resize(resize_size(image_size)),
-        transforms.RandomAffine(degrees=30 * strength, translate=(0.1 * strength, 0.1 * strength),
-                                scale=(1 - 0.2 * strength, 1 + 0.2 * strength)),
-        transforms.CenterCrop(image_size),
+        return eval_transform(backbone)
+    p, s = preprocessing(backbone), strength
+    return transforms.Compose([
+        transforms.Resize(p["resize"], p["interpolation"]),
+        transforms.RandomAffine(degrees=30 * s, translate=(0.1 * s, 0.1 * s), scale=(1 - 0.2 * s, 1 + 0.2 * s)),
+        transforms.CenterCrop(p["crop"]),
         transforms.RandomHorizontalFlip(),
-    ]
-    if colour:
-        steps.append(transforms.ColorJitter(brightness=0.2 * strength, contrast=0.2 * strength,
-                                            saturation=0.2 * strength))
-    steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    return transforms.Compose(steps)
+        transforms.ColorJitter(brightness=0.2 * s, contrast=0.2 * s, saturation=0.2 * s),
+        transforms.ToTensor(),
+        transforms.Normalize(p["mean"], p["std"]),
+    ])
 
 
 def class_folders(split_dir: Path) -> list[str]:
-    """Class folder names in one split, sorted as text (as ImageFolder does), dot-folders skipped."""
-    return sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir() and not entry.name.startswith("."))
+    """Class folder names of one split, sorted as text (as ImageFolder does), dot-folders skipped."""
+    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
 
 
-def _has_image(folder: Path) -> bool:
-    """True if ``folder`` holds at least one image that the loaders will use (dot-files don't count)."""
-    return next(iter_image_files(folder), None) is not None
-
-
-def _is_hidden(path: str, directory: str) -> bool:
-    """True if ``path`` is a dot-file or lies in a dot-folder below ``directory`` (``._photo.jpg``, ...)."""
-    return any(part.startswith(".") for part in Path(os.path.relpath(path, directory)).parts)
-
-
-def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLIT_NAMES) -> list[str]:
-    """Check ``root`` against the expected layout and return the class names.
-
-    Raises ``FileNotFoundError`` naming a missing folder, or ``ValueError`` for an empty
-    class folder or for valid/test classes that differ from train's (listing both ways).
-    """
+def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> list[str]:
+    """Check ``root`` against the expected layout and return the class names (an error names the problem)."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"No dataset folder at {root}.\n{LAYOUT}")
-    classes_per_split = {}
+        raise FileNotFoundError(f"No dataset folder at {root}. {LAYOUT}")
+    found = {}
     for split in splits:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise FileNotFoundError(f"{root} has no {split}/ folder.\n{LAYOUT}")
-        classes = class_folders(split_dir)
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"{root} has no {split}/ folder. {LAYOUT}")
+        classes = class_folders(root / split)
         if not classes:
-            raise FileNotFoundError(f"{split_dir} has no class folders (images must sit in ROOT/{split}/<class>/).\n{LAYOUT}")
-        empty = [str(split_dir / name) for name in classes if not _has_image(split_dir / name)]
+            raise FileNotFoundError(f"{root / split} has no class folders. {LAYOUT}")
+        empty = [str(root / split / c) for c in classes if next(iter_image_files(root / split / c), None) is None]
         if empty:
-            raise ValueError(f"Class folders without images: {', '.join(empty)}. "
-                             f"Add images or remove the folders.\n{LAYOUT}")
-        classes_per_split[split] = classes
-    reference = classes_per_split[splits[0]]
-    for split, classes in classes_per_split.items():
-        missing, extra = sorted(set(reference) - set(classes)), sorted(set(classes) - set(reference))
+            raise ValueError(f"Class folders without images: {', '.join(empty)}. Add images or remove them. {LAYOUT}")
+        found[split] = classes
+    for split, classes in found.items():
+        missing, extra = sorted(set(found[splits[0]]) - set(classes)), sorted(set(classes) - set(found[splits[0]]))
         if missing or extra:
-            raise ValueError(
-                f"{root / split} has different classes from {root / splits[0]}: "
-                f"missing {missing or 'none'}, extra {extra or 'none'}. Every split needs the same class folders."
-            )
-    return reference
+            raise ValueError(f"{root / split} has different classes from {root / splits[0]}: missing "
+                             f"{missing or 'none'}, extra {extra or 'none'}. Every split needs the same class folders.")
+    return found[splits[0]]
 
 
 class FlowerFolder(datasets.ImageFolder):
-    """``ImageFolder`` that skips dot-folders and opens images with :func:`load_rgb_image`.
+    """``ImageFolder`` that ignores dot-folders and dot-files and names the file when an image is broken.
 
-    Dot-folders such as ``.ipynb_checkpoints`` (Jupyter creates them) would otherwise
-    become an extra class, and dot-files such as macOS's ``._photo.jpg`` would be read
-    as broken images; the loader names the file when an image is broken.
+    Files in a class folder that are not images it can read (a phone's ``.heic`` photos,
+    say) are left out with a warning that counts them, instead of silently; ``skipped``
+    lists them. ``decode_size`` decodes JPEGs at reduced scale (see :func:`load_rgb_image`).
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable | None = None) -> None:
-        super().__init__(str(root), transform=transform, loader=load_rgb_image)
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
+                 decode_size: int | None = None) -> None:
+        super().__init__(str(root), transform=transform, loader=functools.partial(load_rgb_image, min_side=decode_size))
+        listed = {Path(path) for path, _ in self.samples}
+        self.skipped = [path for c in self.classes for path in sorted((Path(root) / c).rglob("*"))
+                        if path.is_file() and path not in listed
+                        and not any(part.startswith(".") for part in path.relative_to(root).parts)]
+        if self.skipped:
+            examples = ", ".join(path.name for path in self.skipped[:3])
+            warnings.warn(f"{root}: {len(self.skipped)} file(s) skipped because they are not images this loader "
+                          f"reads (e.g. {examples}). Convert them to JPEG or PNG, or move them out of the class "
+                          f"folders; readable types: {', '.join(IMAGE_EXTENSIONS)}.", stacklevel=2)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         """Class names from the sub-folders, dot-folders left out."""
         classes = class_folders(Path(directory))
         if not classes:
-            raise FileNotFoundError(f"{directory} has no class folders.\n{LAYOUT}")
+            raise FileNotFoundError(f"{directory} has no class folders. {LAYOUT}")
         return classes, {name: index for index, name in enumerate(classes)}
 
     @staticmethod
-    def make_dataset(directory: str | os.PathLike, class_to_idx: dict[str, int],
-                     extensions: tuple[str, ...] | None = None, is_valid_file: Callable | None = None,
-                     allow_empty: bool = False) -> list[tuple[str, int]]:
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
         """ImageFolder's (path, class index) list without dot-files and files in dot-folders."""
         samples = datasets.ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
-        return [(path, target) for path, target in samples if not _is_hidden(path, str(directory))]
+        return [(p, t) for p, t in samples if not any(part.startswith(".") for part in Path(p).relative_to(directory).parts)]
 
 
-def make_datasets(root: str | os.PathLike, augment: bool = True, image_size: int = 224,
-                  augment_strength: float = 1.0) -> dict[str, FlowerFolder]:
-    """The train/valid/test datasets; only train is augmented (and only when ``augment``)."""
-    check_layout(root)
-    train_tf = train_transform(image_size, augment_strength) if augment else eval_transform(image_size)
-    return {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_transform(image_size))
-            for split in SPLIT_NAMES}
+def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callable | None = None,
+                 eval_tf: Callable | None = None, shuffle: bool = True, seed: int = 0,
+                 num_workers: int | None = None, device: str = "cpu",
+                 decode_size: int | None = None) -> dict[str, DataLoader]:
+    """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
-
-def default_num_workers(device: str = "cpu") -> int:
-    """Worker processes for loading: enough to keep a GPU busy, none on a small CPU machine.
-
-    On a CPU the network itself needs the cores; on 2 cores, loading in the main
-    process beats workers that fight torch's threads for the same cores.
-    """
-    cores = cpu_cores()
-    if device.startswith("cuda"):
-        return min(8, cores)
-    return 0 if cores <= 2 else min(4, cores // 2)
-
-
-def make_loaders(root: str | os.PathLike, batch_size: int = 64, augment: bool = True,
-                 num_workers: int | None = None, image_size: int = 224, shuffle: bool = True,
-                 seed: int | None = None, augment_strength: float = 1.0,
-                 device: str | None = None) -> dict[str, DataLoader]:
-    """DataLoaders for "train" (shuffled, augmented if asked), "valid" and "test" (neither).
-
-    Class names come from train and must match valid/test. ``seed`` fixes the shuffling
-    order (a seeded generator); ``num_workers=None`` picks :func:`default_num_workers`.
+    Also "train_eval": a fixed sample of up to 1,000 training images with ``eval_tf``,
+    for measuring training accuracy the way validation is measured. Defaults:
+    :func:`train_transform` and :func:`eval_transform` of resnet18. ``seed`` fixes the
+    shuffling order; ``num_workers=None`` picks :func:`helpers.config.default_num_workers`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
-    device = resolve_device(device)
+    check_layout(root)
+    train_tf, eval_tf = train_tf or train_transform(), eval_tf or eval_transform()
     workers = default_num_workers(device) if num_workers is None else num_workers
-    sets = make_datasets(root, augment=augment, image_size=image_size, augment_strength=augment_strength)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator()
-        generator.manual_seed(seed)
+    sets = {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_tf, decode_size)
+            for split in SPLITS}
+    plain_train = FlowerFolder(Path(root) / "train", eval_tf, decode_size)
+    sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:1000].sort().values
+    sets["train_eval"] = Subset(plain_train, sample.tolist())
     common = {"batch_size": batch_size, "num_workers": workers, "pin_memory": device.startswith("cuda"),
               "persistent_workers": workers > 0}
-    return {
-        "train": DataLoader(sets["train"], shuffle=shuffle, generator=generator, **common),
-        "valid": DataLoader(sets["valid"], shuffle=False, **common),
-        "test": DataLoader(sets["test"], shuffle=False, **common),
-    }
+    return {split: DataLoader(data, shuffle=shuffle and split == "train",
+                              generator=torch.Generator().manual_seed(seed), **common)
+            for split, data in sets.items()}
 
 
 def load_cat_to_name(path: str | os.PathLike) -> dict[str, str]:
-    """Read a ``cat_to_name.json`` (folder name -> flower name); errors name the file."""
+    """Read a ``cat_to_name.json`` (class folder -> flower name); errors name the file."""
     path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "cat_to_name.json"
+    path = path / "cat_to_name.json" if path.is_dir() else path
     try:
         names = json.loads(path.read_text())
     except FileNotFoundError:
@@ -213,21 +265,5 @@ def load_cat_to_name(path: str | os.PathLike) -> dict[str, str]:
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from None
     if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):
-        raise ValueError(f"{path} must map folder names to flower names, like {{\"1\": \"pink primrose\"}}.")
+        raise ValueError(f'{path} must map class folders to flower names, like {{"1": "pink primrose"}}.')
     return {str(key): value for key, value in names.items()}
-
-
-def ensure_dataset(settings: Settings) -> Path:
-    """Make sure the dataset the settings ask for is on disk, and return its folder.
-
-    Your own folder (``FLOWERS_DATASET_DIR``): its layout is checked. Tiny: generated in
-    a second. Full: Flowers102 prepared once (downloads ~330 MB the first time; later
-    calls return at once).
-    """
-    if settings.dataset_override is not None:
-        check_layout(settings.dataset_override)
-        return settings.dataset_override
-    if settings.tiny:
-        return make_tiny_flowers(settings.dataset_dir)
-    return prepare_flowers102(settings.dataset_dir, split=settings.split, resize_to=settings.resize_to,
-                              download_dir=settings.data_root / "downloads")

@@ -1,9 +1,14 @@
-"""Training the head: one epoch, evaluation, and ``fit`` with a per-epoch history.
+"""The training loop of notebook 04, saved: one epoch, evaluation, and ``fit``.
 
-The loss is ``nn.NLLLoss`` because the head ends in ``LogSoftmax``; together they
-compute exactly what ``nn.CrossEntropyLoss`` computes on raw scores. Only parameters
-that require gradients (the head's) go to the optimizer. On CUDA the forward pass
-runs under autocast (mixed precision) with images in channels-last memory layout.
+One loop trains every model of the course, through the backbone on images or on cached
+features alike: it takes any iterable of ``(inputs, labels)`` batches. One inference
+path, :func:`model_outputs`, serves validation, test accuracy, prediction and feature
+extraction, with one precision policy (:func:`helpers.config.autocast_dtype`).
+
+The loss is ``nn.NLLLoss`` because the head ends in ``LogSoftmax``; together they compute
+what ``nn.CrossEntropyLoss`` computes on raw scores. Speed comes from options of this one
+path: uint8 batches normalised on the device, channels-last memory layout, mixed
+precision (float16 on CUDA, bfloat16 on CPUs that compute it natively), fused Adam.
 """
 
 from __future__ import annotations
@@ -15,134 +20,180 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers.config import resolve_device, seed_everything
+from helpers.config import autocast_dtype, resolve_device, seed_everything
+from helpers.data import IMAGENET_MEAN, IMAGENET_STD
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "valid_loss", "valid_accuracy", "seconds")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def new_history() -> dict[str, list]:
-    """An empty history: one list per quantity, one entry per epoch."""
-    return {key: [] for key in HISTORY_KEYS}
-
-
-def _to_device(images: torch.Tensor, labels: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    cuda = device.startswith("cuda")
-    images = images.to(device, non_blocking=cuda)
-    if cuda and images.dim() == 4:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, labels.to(device, non_blocking=cuda)
+def to_model_input(inputs: torch.Tensor, device: str) -> torch.Tensor:
+    """Move a batch to ``device``; uint8 images (0-255) are normalised there, images go channels-last."""
+    inputs = inputs.to(device, non_blocking=device.startswith("cuda"))
+    if inputs.dtype == torch.uint8:  # scalar arithmetic: no mean/std tensors to copy for every batch
+        inputs = inputs.float()
+        for channel, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+            inputs[:, channel].sub_(255 * mean).div_(255 * std)
+    if inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
 
 
 def prepare_model(model: nn.Module, device: str) -> nn.Module:
-    """Move the model to ``device``; on CUDA also use channels-last layout (faster convolutions)."""
-    model.to(device)
-    if device.startswith("cuda"):
-        model.to(memory_format=torch.channels_last)
-    return model
+    """Move the model to ``device`` in channels-last layout (faster convolutions on CPUs and GPUs)."""
+    return model.to(device=device, memory_format=torch.channels_last)
 
 
-def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str,
-                scaler: torch.amp.GradScaler | None = None, progress: bool = False,
-                description: str = "train") -> dict[str, float]:
-    """One pass over ``batches`` with gradient steps; returns mean loss and accuracy."""
-    criterion = nn.NLLLoss(reduction="sum")
+def precision(device: str) -> torch.autocast:
+    """The autocast context of :func:`helpers.config.autocast_dtype` (off where float32 is faster)."""
+    dtype = autocast_dtype(device)
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None)
+
+
+def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str = "cpu",
+                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                scaler: torch.amp.GradScaler | None = None, progress: bool = False) -> dict:
+    """One pass over ``batches`` with a gradient step per batch.
+
+    Returns the mean loss and accuracy *while training* (dropout on, weights changing
+    during the epoch) and every batch's loss in order. ``scheduler`` steps after every batch.
+    """
+    criterion = nn.NLLLoss()
+    if scaler is None and device.startswith("cuda"):
+        scaler = torch.amp.GradScaler("cuda")  # float16 gradients must be scaled, or small ones vanish
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
-    cuda = device.startswith("cuda")
-    for images, labels in tqdm(batches, desc=description, leave=False, disable=not progress):
-        images, labels = _to_device(images, labels, device)
+    batch_losses, total_loss, correct, seen = [], 0.0, 0, 0
+    for inputs, labels in tqdm(batches, desc="train", leave=False, disable=not progress):
+        inputs, labels = to_model_input(inputs, device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-            log_probs = model(images)
-            loss = criterion(log_probs.float(), labels)
-        if scaler is not None and cuda:
-            scaler.scale(loss / len(labels)).backward()
+        with precision(device):
+            log_probs = model(inputs)
+        loss = criterion(log_probs.float(), labels)
+        if scaler is not None:
+            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            (loss / len(labels)).backward()
+            loss.backward()
             optimizer.step()
-        total_loss += loss.item()
+        if scheduler is not None:
+            scheduler.step()
+        batch_losses.append(loss.item())
+        total_loss += batch_losses[-1] * len(labels)
         correct += (log_probs.argmax(dim=1) == labels).sum().item()
         seen += len(labels)
     if seen == 0:
         raise ValueError("The training data gave no batches; is the training set empty?")
-    return {"loss": total_loss / seen, "accuracy": correct / seen}
+    return {"loss": total_loss / seen, "accuracy": correct / seen, "batch_losses": batch_losses}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Batches, device: str | None = None, progress: bool = False,
-             description: str = "evaluate") -> dict[str, float]:
-    """Mean NLL loss and accuracy over ``loader``, in eval mode (no dropout) without gradients."""
-    device = resolve_device(device)
-    prepare_model(model, device)  # the images go to ``device``; the model must be there too
-    model.eval()
-    criterion = nn.NLLLoss(reduction="sum")
-    total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in tqdm(loader, desc=description, leave=False, disable=not progress):
-        images, labels = _to_device(images, labels, device)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.startswith("cuda")):
-            log_probs = model(images).float()
-        total_loss += criterion(log_probs, labels).item()
-        correct += (log_probs.argmax(dim=1) == labels).sum().item()
-        seen += len(labels)
-    if seen == 0:
-        raise ValueError("The evaluation data gave no batches; is that split empty?")
-    return {"loss": total_loss / seen, "accuracy": correct / seen}
+def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
+                  progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` in evaluation mode over every batch; return (outputs, labels) as float32 on the CPU.
 
-
-def record_epoch(history: dict[str, list], epoch: int, train: dict, valid: dict, seconds: float) -> None:
-    """Append one epoch's numbers to ``history``."""
-    history["epoch"].append(epoch)
-    history["train_loss"].append(train["loss"])
-    history["train_accuracy"].append(train["accuracy"])
-    history["valid_loss"].append(valid["loss"])
-    history["valid_accuracy"].append(valid["accuracy"])
-    history["seconds"].append(seconds)
-
-
-def format_epoch(history: dict[str, list], epochs: int) -> str:
-    """The last epoch of ``history`` as one readable line."""
-    i = -1
-    return (f"epoch {history['epoch'][i]}/{epochs}  "
-            f"train loss {history['train_loss'][i]:.3f} acc {history['train_accuracy'][i]:.1%}  |  "
-            f"valid loss {history['valid_loss'][i]:.3f} acc {history['valid_accuracy'][i]:.1%}  "
-            f"({history['seconds'][i]:.1f} s)")
-
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The parameters that require gradients; an error if there are none."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("The model has no trainable parameters; did you freeze the head too?")
-    return params
-
-
-def fit(model: nn.Module, train_loader: Batches, valid_loader: Batches, epochs: int, lr: float = 0.001,
-        device: str | None = None, progress: bool = True, verbose: bool = True,
-        seed: int | None = None) -> dict[str, list]:
-    """Train the trainable part (the head) with NLLLoss and Adam; validate after every epoch.
-
-    Returns the history: per epoch, train/valid loss and accuracy and the seconds it took.
-    ``seed`` re-seeds torch first so a run repeats exactly (with a seeded loader).
+    The one inference path: validation, test accuracy, prediction and feature extraction
+    (with a backbone as ``model``) all use it.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be at least 1, not {epochs}.")
-    if not lr > 0:
-        raise ValueError(f"The learning rate must be positive, not {lr}.")
+    device = resolve_device(device)
+    prepare_model(model, device).eval()
+    outputs, labels = [], []
+    for inputs, batch_labels in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
+        with precision(device):
+            outputs.append(model(to_model_input(inputs, device)).float())  # stays on the device: no sync
+        labels.append(torch.as_tensor(batch_labels))
+    if not outputs:
+        raise ValueError("The data gave no batches; is that split empty?")
+    return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
+
+
+def evaluate(model: nn.Module, batches: Batches, device: str | None = None, progress: bool = False) -> dict[str, float]:
+    """Mean NLL loss and accuracy in evaluation mode (no dropout, no gradients)."""
+    log_probs, labels = model_outputs(model, batches, device, progress)
+    return {"loss": nn.functional.nll_loss(log_probs, labels).item(),
+            "accuracy": (log_probs.argmax(dim=1) == labels).float().mean().item()}
+
+
+def make_optimizer(parameters, lr: float) -> torch.optim.Adam:
+    """Adam over ``parameters`` (a list of tensors or of parameter-group dicts), fused where torch has it."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(parameters, lr=lr)
+
+
+def parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[dict]:
+    """The trainable parameters as two optimizer groups: the head at ``head_lr``, the backbone at ``backbone_lr``."""
+    backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": head_lr}]
+    return groups + ([{"params": backbone, "lr": backbone_lr}] if backbone else [])
+
+
+def best_epoch(history: dict[str, list]) -> int:
+    """The epoch with the highest validation accuracy (the earliest of equals)."""
+    accuracies = history["valid_accuracy"]
+    return history["epoch"][accuracies.index(max(accuracies))]
+
+
+def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs: int, lr: float = 0.001, *,
+        optimizer: torch.optim.Optimizer | None = None, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        train_eval_batches: Batches | None = None, keep_best: bool = True, device: str | None = None,
+        seed: int | None = None, progress: bool = True, verbose: bool = True) -> dict[str, list]:
+    """Train with NLLLoss and Adam (on what requires gradients), validating after every epoch.
+
+    Notebook 04's loop plus devices, mixed precision and progress bars. Returns the
+    history: per epoch the training loss and accuracy measured while training, the same
+    measured afterwards in evaluation mode on ``train_eval_batches`` (when given), the
+    validation loss and accuracy, the learning rate and the seconds. With ``keep_best`` the
+    model ends with the weights of its best epoch (:func:`best_epoch`), not the last.
+    ``optimizer`` replaces the default Adam (e.g. with :func:`parameter_groups`);
+    ``scheduler`` steps after every batch. ``seed`` makes a run repeat exactly.
+    """
+    if epochs < 1 or not lr > 0:
+        raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")
     if seed is not None:
         seed_everything(seed)
     device = resolve_device(device)
     prepare_model(model, device)
-    optimizer = torch.optim.Adam(trainable_parameters(model), lr=lr)
+    if optimizer is None:
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError("The model has no trainable parameters; did you freeze the head too?")
+        optimizer = make_optimizer(trainable, lr)
     scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
-    history = new_history()
-    for epoch in tqdm(range(1, epochs + 1), desc="epochs", disable=not progress):
+    history: dict[str, list] = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "train_eval_loss",
+                                                     "train_eval_accuracy", "valid_loss", "valid_accuracy", "lr",
+                                                     "seconds")}
+    best_state, best_accuracy = None, -1.0
+    for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train = train_epoch(model, train_loader, optimizer, device, scaler, progress, f"epoch {epoch} train")
-        valid = evaluate(model, valid_loader, device, progress, f"epoch {epoch} valid")
-        record_epoch(history, epoch, train, valid, time.perf_counter() - start)
+        trained = train_epoch(model, train_batches, optimizer, device, scheduler, scaler, progress)
+        checked = evaluate(model, train_eval_batches, device) if train_eval_batches is not None else None
+        valid = evaluate(model, valid_batches, device, progress)
+        for key, value in (("epoch", epoch), ("train_loss", trained["loss"]), ("train_accuracy", trained["accuracy"]),
+                           ("valid_loss", valid["loss"]), ("valid_accuracy", valid["accuracy"]),
+                           ("lr", optimizer.param_groups[0]["lr"]), ("seconds", time.perf_counter() - start)):
+            history[key].append(value)
+        if checked is not None:
+            history["train_eval_loss"].append(checked["loss"])
+            history["train_eval_accuracy"].append(checked["accuracy"])
+        if keep_best and valid["accuracy"] > best_accuracy:
+            best_accuracy = valid["accuracy"]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if verbose:
             print(format_epoch(history, epochs))
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        if verbose and best_epoch(history) != epochs:
+            print(f"kept the weights of epoch {best_epoch(history)} (best validation accuracy {best_accuracy:.1%})")
     return history
+
+
+def format_epoch(history: dict[str, list], epochs: int) -> str:
+    """The last epoch of ``history`` as one line."""
+    line = (f"epoch {history['epoch'][-1]}/{epochs}  train loss {history['train_loss'][-1]:.3f} "
+            f"acc {history['train_accuracy'][-1]:.1%}")
+    if history["train_eval_accuracy"]:
+        line += f" (eval mode {history['train_eval_accuracy'][-1]:.1%})"
+    return line + (f"  |  valid loss {history['valid_loss'][-1]:.3f} acc {history['valid_accuracy'][-1]:.1%}  "
+                   f"({history['seconds'][-1]:.1f} s)")

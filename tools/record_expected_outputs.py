@@ -1,4 +1,4 @@
-"""Record the outputs of ``# NBVAL_CHECK_OUTPUT`` cells, run on the tiny slice, for nbval.
+"""Record the outputs of cells tagged ``nbval-check-output``, run on the tiny slice, for nbval.
 
 Run after changing such a cell (``make test`` then compares against the recording):
 
@@ -19,7 +19,7 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = ROOT / "notebooks" / "expected_outputs.json"
-MARKER = "# NBVAL_CHECK_OUTPUT"
+TAG = "nbval-check-output"
 KEEP = ("output_type", "name", "text", "data")
 
 
@@ -30,7 +30,7 @@ def recorded_outputs(path: Path) -> dict[str, list]:
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     result = {}
     for cell in notebook.cells:
-        if cell.cell_type == "code" and MARKER in cell.source:
+        if cell.cell_type == "code" and TAG in cell.metadata.get("tags", []):
             outputs = []
             for output in cell.outputs:
                 kept = {key: output[key] for key in KEEP if key in output}

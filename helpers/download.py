@@ -1,0 +1,294 @@
+"""Getting data onto the disk: Oxford 102 Flowers, the generated tiny slice, and the offline check.
+
+Both datasets are written in the same layout, the one ``ImageFolder`` reads::
+
+    root/train/<class>/<image>.jpg    root/valid/...    root/test/...    root/cat_to_name.json
+
+and both leave a marker file, ``.prepared.json``, that records how the folder was made
+and whether that finished. A second call with the same recipe returns at once; an
+interrupted one is redone; a folder this module did not write is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from PIL import Image, ImageDraw
+
+from helpers.config import SPLITS, Settings
+from helpers.data import check_layout
+
+MARKER = ".prepared.json"
+SOURCE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
+SOURCE_FILES = ("102flowers.tgz", "imagelabels.mat", "setid.mat")
+
+
+class OfflineError(RuntimeError):
+    """Something needs a download, the network is not reachable, and the message says what to do."""
+
+
+def can_reach(url: str, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
+    parsed = urlparse(url)
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=connect, daemon=True)  # a hanging DNS lookup ignores socket timeouts
+    worker.start()
+    worker.join(timeout * 2)
+    return bool(answer and answer[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# One marker scheme for every folder this module writes
+
+def _count_files(root: Path) -> dict[str, int]:
+    return {split: sum(len(files) for _, _, files in os.walk(root / split)) for split in SPLITS}
+
+
+def _is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
+    """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours."""
+    marker = root / MARKER
+    if not marker.exists():
+        if any((root / split).exists() for split in SPLITS):
+            raise FileExistsError(f"{root} already has train/valid/test folders that helpers did not write. Use it "
+                                  "directly with make_loaders, or pick an empty folder (nothing was changed).")
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare it again.") from None
+    if done.get("recipe") != recipe and done.get("complete") and not replace_other_recipe:
+        raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for {recipe}. "
+                              "Use another folder for this variant (nothing was changed).")
+    return done.get("recipe") == recipe and done.get("complete") is True and done.get("counts") == _count_files(root)
+
+
+def _write_marker(root: Path, recipe: dict, complete: bool) -> None:
+    counts = _count_files(root) if complete else None
+    (root / MARKER).write_text(json.dumps({"recipe": recipe, "complete": complete, "counts": counts}, indent=1))
+
+
+def _start_writing(root: Path, recipe: dict) -> None:
+    """Mark ``root`` as ours and unfinished, then clear the split folders an earlier run left."""
+    root.mkdir(parents=True, exist_ok=True)
+    _write_marker(root, recipe, complete=False)
+    for split in SPLITS:
+        shutil.rmtree(root / split, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The tiny generated slice
+
+# (folder, name, petals, petal colour, centre colour). Folder names sort differently as text
+# ("1", "10", "100", "11", "2", "21") and as numbers: the same trap as Flowers102's "1".."102".
+TINY_CLASSES = (
+    ("1", "red five-petal", 5, (210, 40, 50), (250, 210, 40)),
+    ("2", "yellow eight-petal", 8, (245, 200, 30), (110, 60, 20)),
+    ("10", "blue four-petal", 4, (60, 90, 220), (245, 245, 245)),
+    ("11", "white six-petal", 6, (240, 240, 235), (245, 140, 20)),
+    ("21", "pink twelve-petal", 12, (240, 120, 180), (70, 30, 60)),
+    ("100", "purple three-petal", 3, (130, 50, 170), (250, 230, 60)),
+    ("101", "orange seven-petal", 7, (250, 130, 30), (60, 20, 10)),
+    ("102", "cyan ten-petal", 10, (40, 190, 200), (230, 40, 40)),
+)
+
+
+def _jitter(colour: tuple[int, int, int], rng: random.Random, amount: int) -> tuple[int, ...]:
+    return tuple(max(0, min(255, c + rng.randint(-amount, amount))) for c in colour)
+
+
+def draw_flower(kind: tuple, rng: random.Random, size: int) -> Image.Image:
+    """One drawn flower of ``kind`` (a row of TINY_CLASSES) on leaves, with random pose and colours."""
+    _, _, petals, petal_colour, centre_colour = kind
+    image = Image.new("RGB", (size, size), _jitter((70, 130, 60), rng, 35))
+    pen = ImageDraw.Draw(image)
+    for _ in range(rng.randint(2, 5)):  # leaves and shadows behind the flower
+        x, y, r = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(size * 0.08, size * 0.25)
+        pen.ellipse([x - r, y - r / 2, x + r, y + r / 2], fill=_jitter((40, 100, 40), rng, 30))
+    cx, cy = (size / 2 + rng.uniform(-0.12, 0.12) * size for _ in range(2))
+    radius, turn = rng.uniform(0.25, 0.38) * size, rng.uniform(0, 2 * math.pi)
+    petal, half_width = _jitter(petal_colour, rng, 25), math.pi / petals * 0.8
+    for i in range(petals):
+        angle = turn + 2 * math.pi * i / petals
+        corners = [(cx + radius * f * math.cos(angle + da), cy + radius * f * math.sin(angle + da))
+                   for f, da in ((0.45, -half_width), (1.0, 0.0), (0.45, half_width))]
+        pen.polygon([(cx, cy), *corners], fill=petal, outline=_jitter(petal, rng, 40))
+    r = radius * rng.uniform(0.18, 0.28)
+    pen.ellipse([cx - r, cy - r, cx + r, cy + r], fill=_jitter(centre_colour, rng, 20))
+    return image
+
+
+def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_split: tuple[int, int, int] = (8, 3, 3),
+                      image_size: int = 256, seed: int = 0) -> Path:
+    """Generate the tiny slice in ``root``: drawn flowers, deterministic for a ``seed``, in a second.
+
+    Classes differ in petal count and colours, so a classifier can tell them apart even
+    on a randomly initialised backbone. A finished slice with the same arguments is
+    reused; one with other arguments is replaced (it is generated, nothing of yours).
+    """
+    if not 2 <= num_classes <= len(TINY_CLASSES):
+        raise ValueError(f"num_classes must be between 2 and {len(TINY_CLASSES)}, not {num_classes}.")
+    if len(images_per_split) != 3 or min(images_per_split) < 1:
+        raise ValueError("images_per_split needs three counts of at least 1: (train, valid, test).")
+    if image_size < 32:
+        raise ValueError(f"image_size={image_size} is too small to draw a flower; use 32 or more.")
+    root = Path(root).expanduser()
+    recipe = {"maker": "tiny", "num_classes": num_classes, "images_per_split": list(images_per_split),
+              "image_size": image_size, "seed": seed}
+    if _is_done(root, recipe, replace_other_recipe=True):
+        return root
+    _start_writing(root, recipe)
+    rng = random.Random(seed)
+    for split, count in zip(SPLITS, images_per_split):
+        for kind in TINY_CLASSES[:num_classes]:
+            (root / split / kind[0]).mkdir(parents=True)
+            for index in range(count):
+                draw_flower(kind, rng, image_size).save(root / split / kind[0] / f"{split}_{index:03d}.jpg", quality=90)
+    names = {kind[0]: kind[1] for kind in TINY_CLASSES[:num_classes]}
+    (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
+    _write_marker(root, recipe, complete=True)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------
+# Oxford 102 Flowers
+
+def offline_message(download_dir: Path) -> str:
+    """What to do when Flowers102 is not on disk and cannot be downloaded."""
+    files = "\n".join(f"  {SOURCE_URL}{name}" for name in SOURCE_FILES)
+    return (f"Oxford 102 Flowers is not in {download_dir / 'flowers-102'} and {SOURCE_URL} cannot be reached.\n"
+            f"Either download these three files on a machine with internet:\n{files}\n"
+            f"and copy them into {download_dir / 'flowers-102'} (the archive is extracted for you), then run this "
+            "again; or work offline on the generated tiny slice: set FLOWERS_TINY=1, or call "
+            "helpers.download.make_tiny_flowers(folder).")
+
+
+def _read_labels(flowers_dir: Path) -> tuple[list[int], dict[str, list[int]]]:
+    """Labels (1..102, one per image id) and the official split's image ids, from the .mat files."""
+    from scipy.io import loadmat
+
+    labels = [int(v) for v in loadmat(flowers_dir / "imagelabels.mat", squeeze_me=True)["labels"].tolist()]
+    ids = loadmat(flowers_dir / "setid.mat", squeeze_me=True)
+    official = {split: [int(i) for i in ids[key].tolist()] for split, key in zip(SPLITS, ("trnid", "valid", "tstid"))}
+    return labels, official
+
+
+def download_flowers102(download_dir: Path) -> Path:
+    """The original files in ``download_dir/flowers-102``, downloaded with torchvision (MD5-checked) if needed.
+
+    A half-extracted ``jpg/`` folder is extracted again. Offline, :class:`OfflineError` comes within seconds.
+    """
+    flowers_dir = download_dir / "flowers-102"
+    try:
+        labels, _ = _read_labels(flowers_dir)
+        if len(list((flowers_dir / "jpg").glob("*.jpg"))) == len(labels):
+            return flowers_dir
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    shutil.rmtree(flowers_dir / "jpg", ignore_errors=True)
+    if not (flowers_dir / SOURCE_FILES[0]).exists() and not can_reach(SOURCE_URL):
+        raise OfflineError(offline_message(download_dir))
+    from torchvision.datasets import Flowers102
+
+    try:
+        Flowers102(str(download_dir), split="train", download=True)
+    except (OSError, RuntimeError) as error:
+        raise OfflineError(f"Downloading Flowers102 failed ({error}).\n" + offline_message(download_dir)) from error
+    return flowers_dir
+
+
+def split_image_ids(labels: list[int], official: dict[str, list[int]], split: str, seed: int = 0) -> dict[str, list[int]]:
+    """Image ids per split: the official ones, or a seeded ~80/10/10 split stratified by class ("classic")."""
+    if split == "official":
+        return official
+    if split != "classic":
+        raise ValueError(f"split must be 'official' or 'classic', not {split!r}.")
+    rng, by_class = random.Random(seed), {}
+    for image_id, label in enumerate(labels, start=1):
+        by_class.setdefault(label, []).append(image_id)
+    result: dict[str, list[int]] = {name: [] for name in SPLITS}
+    for label in sorted(by_class):
+        ids = by_class[label]
+        rng.shuffle(ids)
+        tenth = max(1, round(len(ids) * 0.1))
+        result["valid"] += ids[:tenth]
+        result["test"] += ids[tenth:2 * tenth]
+        result["train"] += ids[2 * tenth:]
+    return {name: sorted(ids) for name, ids in result.items()}
+
+
+def copy_image(source: Path, target: Path, resize_to: int | None) -> None:
+    """Copy one JPEG, or store it with its shorter side at ``resize_to`` pixels (never enlarged)."""
+    if resize_to is None:
+        shutil.copyfile(source, target)
+        return
+    with Image.open(source) as image:
+        image.draft("RGB", (resize_to, resize_to))
+        image = image.convert("RGB")
+        scale = resize_to / min(image.size)
+        if scale < 1:
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BICUBIC)
+        image.save(target, quality=92)
+
+
+def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_to: int | None = 256,
+                       download_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Download Oxford 102 Flowers and write it to ``root`` as train/valid/test class folders.
+
+    ``split``: "classic" (~80/10/10 of all 8,189 images) or "official" (1,020 / 1,020 / 6,149).
+    ``resize_to``: store each image with this shorter side (256: several times faster to
+    decode every epoch; ``None`` keeps the originals). Downloads go to ``download_dir``
+    (default ``root/downloads``). Idempotent; an interrupted run is redone.
+    """
+    if resize_to is not None and resize_to < 32:
+        raise ValueError(f"resize_to={resize_to} is too small; 256 is the usual choice.")
+    if split not in ("official", "classic"):
+        raise ValueError(f"split must be 'official' or 'classic', not {split!r}.")
+    root = Path(root).expanduser()
+    recipe = {"maker": "flowers102", "split": split, "resize_to": resize_to, "seed": seed}
+    if _is_done(root, recipe, replace_other_recipe=False):
+        return root
+    flowers_dir = download_flowers102(Path(download_dir).expanduser() if download_dir else root / "downloads")
+    labels, official = _read_labels(flowers_dir)
+    from torchvision.datasets import Flowers102
+
+    names = getattr(Flowers102, "classes", None)  # read now, not after copying 8,189 images
+    if names is None or len(names) != 102:
+        raise RuntimeError("This torchvision has no Flowers102.classes; upgrade it (pip install -U torchvision).")
+    _start_writing(root, recipe)
+    for name, image_ids in split_image_ids(labels, official, split, seed).items():
+        for image_id in image_ids:
+            folder = root / name / str(labels[image_id - 1])
+            folder.mkdir(parents=True, exist_ok=True)
+            file_name = f"image_{image_id:05d}.jpg"
+            copy_image(flowers_dir / "jpg" / file_name, folder / file_name, resize_to)
+    (root / "cat_to_name.json").write_text(json.dumps({str(k): names[k - 1] for k in sorted(set(labels))}, indent=1))
+    _write_marker(root, recipe, complete=True)
+    return root
+
+
+def ensure_dataset(settings: Settings) -> Path:
+    """The dataset the settings ask for, on disk: your folder (checked), the tiny slice, or Flowers102."""
+    if settings.own_dataset is not None:
+        check_layout(settings.own_dataset)
+        return settings.own_dataset
+    if settings.tiny:
+        return make_tiny_flowers(settings.dataset_dir)
+    return prepare_flowers102(settings.dataset_dir, split=settings.split, resize_to=settings.resize_to,
+                              download_dir=settings.data_root / "downloads")

@@ -1,0 +1,225 @@
+"""A pretrained backbone, frozen, with our own small classifier head on top: the code of notebook 03.
+
+The backbone turns an image into a feature vector (what ImageNet training taught it to
+see); the head turns that vector into flower classes. Only the head trains, unless a
+stage of the backbone is unfrozen for fine-tuning (notebook 07).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from helpers.download import OfflineError, can_reach
+
+
+def known_backbones() -> list[str]:
+    """Every torchvision classification model name (``resnet18``, ``vgg16``, ...)."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def check_backbone_name(name: str) -> None:
+    """Raise a ``ValueError`` listing the known names if ``name`` is not a torchvision classifier."""
+    if name not in known_backbones():
+        raise ValueError(f"Unknown backbone {name!r}. Known torchvision names: {', '.join(known_backbones())}")
+
+
+def weights_file(name: str) -> Path:
+    """Where torch's hub cache keeps ``name``'s default pretrained weights (``TORCH_HOME`` moves it)."""
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def check_weights_available(name: str) -> None:
+    """Raise :class:`OfflineError` within seconds if the weights are neither cached nor downloadable."""
+    check_backbone_name(name)
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    if weights_file(name).exists() or can_reach(url):
+        return
+    raise OfflineError(f"The pretrained weights of {name} are not in torch's cache and {url} cannot be reached.\n"
+                       f"Download that file on a machine with internet and copy it to\n  {weights_file(name)}\n"
+                       "(set TORCH_HOME to move the cache), then run this again; or work offline with random "
+                       "weights: pretrained=False, --random-weights, or FLOWERS_TINY=1.")
+
+
+def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
+    """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
+
+    That one rule fits every family: resnet's ``fc``, vgg/densenet/mobilenet/efficientnet's
+    ``classifier[...]``, vit's ``heads.head``.
+    """
+    check_backbone_name(name)
+    if pretrained:
+        check_weights_available(name)
+    try:
+        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        if not pretrained:
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RuntimeError(f"The cached weights of {name} at {weights_file(name)} cannot be loaded ({reason}). "
+                           "Delete that file and run again to download it, or copy a complete file there.") from None
+    if hasattr(model, "aux_logits"):  # inception/googlenet: no auxiliary classifiers
+        model.aux_logits = False
+        for attr in ("AuxLogits", "aux1", "aux2"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+    last = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not last:
+        raise ValueError(f"{name} has no nn.Linear classifier to replace; choose another backbone.")
+    parent, _, attribute = last[-1].rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attribute, nn.Identity())
+    return model
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients for every parameter of ``module`` (it will not train); returns it."""
+    for parameter in module.parameters():
+        parameter.requires_grad = False
+    return module
+
+
+def unfreeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
+    """Let the named submodules of ``model.backbone`` train again (e.g. ``["layer4"]``); returns their names.
+
+    A backbone's stages are its children: ``[n for n, _ in model.backbone.named_children()]``.
+    """
+    for stage in stages:
+        try:
+            module = model.backbone.get_submodule(stage)
+        except AttributeError:
+            children = [n for n, _ in model.backbone.named_children()]
+            raise ValueError(f"The backbone has no stage {stage!r}; its stages are {', '.join(children)}.") from None
+        for parameter in module.parameters():
+            parameter.requires_grad = True
+    return list(stages)
+
+
+@torch.no_grad()
+def feature_size(backbone: nn.Module, image_size: int = 224) -> int:
+    """How many numbers the backbone outputs per image, found by one dummy forward pass."""
+    was_training = backbone.training
+    device = next(backbone.parameters(), torch.empty(0)).device
+    out = backbone.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
+    backbone.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"The backbone must map images to feature vectors (batch, features); it returned {shape}. "
+                         "End it with nn.AdaptiveAvgPool2d(1) and nn.Flatten().")
+    return int(out.shape[1])
+
+
+def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] = (512,),
+               dropout: float = 0.2) -> nn.Sequential:
+    """Linear -> ReLU -> Dropout for each hidden size, then Linear -> LogSoftmax (what ``NLLLoss`` expects).
+
+    ``hidden_units=[]`` gives a single linear layer: a linear classifier on the features.
+    """
+    if in_features < 1 or num_classes < 2:
+        raise ValueError(f"Need in_features >= 1 and num_classes >= 2, got {in_features} and {num_classes}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout is a probability in [0, 1), not {dropout}.")
+    if any(int(units) < 1 for units in hidden_units):
+        raise ValueError(f"Every hidden layer needs at least 1 unit: {list(hidden_units)}.")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    size = in_features
+    for number, units in enumerate(hidden_units, start=1):
+        layers[f"fc{number}"] = nn.Linear(size, int(units))
+        layers[f"relu{number}"] = nn.ReLU()
+        layers[f"dropout{number}"] = nn.Dropout(dropout)
+        size = int(units)
+    layers["output"] = nn.Linear(size, num_classes)
+    layers["log_softmax"] = nn.LogSoftmax(dim=1)
+    return nn.Sequential(layers)
+
+
+class FlowerClassifier(nn.Module):
+    """A ``backbone`` followed by a ``head``, and what is needed to rebuild and use them.
+
+    In training mode, every backbone module without trainable parameters stays in
+    evaluation mode: a frozen backbone's batch-norm statistics belong to ImageNet and must
+    not drift. ``freeze_batchnorm=True`` keeps the batch-norm layers of unfrozen stages in
+    evaluation mode too (their weights still train; their running statistics do not move).
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
+                 dropout: float, pretrained: bool, custom_backbone: bool = False) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.backbone_name, self.pretrained, self.custom_backbone = backbone_name, pretrained, custom_backbone
+        self.hidden_units, self.dropout = [int(u) for u in hidden_units], float(dropout)
+        self.in_features, self.num_classes = head[0].in_features, head.output.out_features
+        self.class_to_idx: dict[str, int] | None = None
+        self.cat_to_name: dict[str, str] | None = None
+        self.freeze_batchnorm = False
+
+    def train(self, mode: bool = True) -> "FlowerClassifier":
+        """Training mode for what trains; frozen parts (and, if asked, batch norm) stay in evaluation mode."""
+        super().train(mode)
+        for module in self.backbone.modules():
+            is_batchnorm = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+            if not any(p.requires_grad for p in module.parameters()) or (is_batchnorm and self.freeze_batchnorm):
+                module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (batch, classes) for a batch of normalised images."""
+        return self.head(self.backbone(images))
+
+
+def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Sequence[int] = (512,),
+                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True) -> FlowerClassifier:
+    """A (frozen) backbone plus a new head for ``num_classes`` classes.
+
+    ``backbone``: a torchvision classification model name (ImageNet weights when
+    ``pretrained``) or any ``nn.Module`` that maps images to feature vectors.
+    ``freeze_backbone=False`` trains everything (the from-scratch baseline of notebook 07).
+    """
+    if isinstance(backbone, str):
+        name, module = backbone, load_backbone(backbone, pretrained)
+    elif isinstance(backbone, nn.Module):
+        name, module = type(backbone).__name__, backbone
+    else:
+        raise TypeError(f"backbone must be a torchvision model name or an nn.Module, not {type(backbone).__name__}.")
+    if freeze_backbone:
+        freeze(module)
+    head = build_head(feature_size(module), num_classes, hidden_units, dropout)
+    return FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
+                            custom_backbone=not isinstance(backbone, str)).train()
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total, trainable and frozen parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def backbone_rows(names: Sequence[str] = ("mobilenet_v3_large", "efficientnet_b0", "resnet18", "densenet121",
+                                          "resnet50", "convnext_tiny", "vgg16", "vit_b_16")) -> list[dict]:
+    """One row per backbone from torchvision's weight metadata (nothing is downloaded), cheapest first.
+
+    The feature size is found by building the network on the ``meta`` device: shapes
+    without values or memory, so even a large network builds in a blink.
+    """
+    rows = []
+    for name in names:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+        try:
+            with torch.device("meta"):
+                features = feature_size(load_backbone(name, pretrained=False))
+        except NotImplementedError:  # a few constructors need real values
+            features = feature_size(load_backbone(name, pretrained=False))
+        preset, meta = weights.transforms(), weights.meta
+        rows.append({"backbone": name, "weights": weights.name, "features": features,
+                     "params (M)": meta["num_params"] / 1e6, "GFLOPs": float(meta["_ops"]),
+                     "ImageNet top-1 %": float(meta["_metrics"]["ImageNet-1K"]["acc@1"]),
+                     "resize/crop": f"{preset.resize_size[0]}/{preset.crop_size[0]}",
+                     "download MB": float(meta["_file_size"])})
+    return sorted(rows, key=lambda row: row["GFLOPs"])
