@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-# Tiny data, a short training run with random weights, a checkpoint and a prediction. Offline.
+# Tiny data, a head trained on cached features of a random backbone, a checkpoint and a prediction. Offline.
 demo: $(STAMP)
 	$(PY) -m helpers tiny $(TINY)
-	FLOWERS_TINY=1 $(PY) -m helpers train $(TINY) --epochs 2 --save-dir checkpoints/demo
+	FLOWERS_TINY=1 $(PY) -m helpers train $(TINY) --no-augment --cached-features --epochs 15 --batch-size 16 --save-dir checkpoints/demo
 	$(PY) -m helpers predict $(TINY)/test/1/test_000.jpg checkpoints/demo/checkpoint.pth --top-k 3
 
 # The unit tests and every notebook (nbval), on the tiny slice with random weights.

@@ -13,9 +13,8 @@ import torch
 
 from bench import images, measure
 from bench.table import Row, format_markdown, format_text
-from helpers.config import resolve_device
-from helpers.config import cpu_cores
-from helpers.models import load_backbone
+from helpers.config import cpu_cores, resolve_device
+from helpers.model import load_backbone
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -62,8 +61,8 @@ def run(args: argparse.Namespace) -> list[Row]:
               f"prepared {images.mean_pixel_size(prepared)} px, {images.mean_file_kb(prepared):.0f} KB", flush=True)
         rows = measure.decoding(full / "train", prepared / "train", args.repeats)
         rows += measure.forward_pass(backbone, args.images, device, args.repeats)
-        rows += measure.training_epoch(backbone, full, device)
-        rows += measure.extraction(backbone, full / "train", device, args.repeats)
+        rows += measure.training_epoch(backbone, full, device, args.repeats)
+        rows += measure.extraction(backbone, full, device, args.repeats)
     head_size = (512, 64, 1280, 1) if args.quick else measure.CLASSIC_HEAD
     rows += measure.head_experiment(*head_size[:3], classes=102, epochs=head_size[3], device=device,
                                     repeats=args.repeats)

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from helpers.flowers102 import copy_image
-from helpers.tiny import TINY_CLASSES, draw_flower
+from helpers.download import TINY_CLASSES, copy_image, draw_flower
 
 FULL_SIZE = (630, 534)
 JPEG_QUALITY = 75
@@ -48,7 +47,7 @@ def make_full_size_dataset(root: Path, train_images: int, num_classes: int = 8, 
     for split, count in counts.items():
         for number in range(count):
             kind = number % num_classes
-            folder = root / split / TINY_CLASSES[kind].folder
+            folder = root / split / TINY_CLASSES[kind][0]
             folder.mkdir(parents=True, exist_ok=True)
             full_size_flower(kind, rng, noise).save(folder / f"{split}_{number:05d}.jpg", quality=JPEG_QUALITY)
     return root

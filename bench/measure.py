@@ -1,16 +1,16 @@
 """The measured stages. Each function times one comparison and returns table rows.
 
-Every candidate gets its own copy of the backbone: ``extract_features`` switches the
-module it runs to channels-last memory layout, which would otherwise speed up the
-candidates timed after it.
+Every candidate gets its own copy of the backbone: the helpers switch the module they run
+to channels-last memory layout, which would otherwise speed up the candidates timed after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -18,15 +18,25 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.table import Row
 from bench.timing import best_times
-from helpers.data import FlowerFolder, eval_transform, make_loaders
-from helpers.features import (cpu_has_native_bf16, extract_features, extraction_loader,
-                              torch_threads, train_head_on_features)
-from helpers.images import load_rgb_image
-from helpers.models import build_head, build_model
-from helpers.train import fit
+from helpers.config import cpu_has_native_bf16
+from helpers.data import FlowerFolder, eval_transform, load_rgb_image, make_loaders, train_transform
+from helpers.features import FeatureSet, train_head
+from helpers.model import build_head, build_model
+from helpers.train import fit, model_outputs
 
 BATCH_SIZE = 32
 CLASSIC_HEAD = (6552, 818, 1280, 10)  # classic split: train and valid features, feature size, epochs
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads, then restore the previous number."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _decode_all(files: list[Path], load: Callable, transform: Callable) -> None:
@@ -36,9 +46,8 @@ def _decode_all(files: list[Path], load: Callable, transform: Callable) -> None:
 
 def decoding(full_dir: Path, prepared_dir: Path, repeats: int) -> list[Row]:
     """Open + eval transform (resize 256, crop 224, tensor, normalise), one thread, as a loader worker does."""
-    full = sorted(full_dir.rglob("*.jpg"))
-    prepared = sorted(prepared_dir.rglob("*.jpg"))
-    transform = eval_transform(224)
+    full, prepared = sorted(full_dir.rglob("*.jpg")), sorted(prepared_dir.rglob("*.jpg"))
+    transform = eval_transform()
     reduced = functools.partial(load_rgb_image, min_side=256)
     with torch_threads(1):
         times = best_times({
@@ -49,7 +58,7 @@ def decoding(full_dir: Path, prepared_dir: Path, repeats: int) -> list[Row]:
     base = "vs full-size"
     return [
         Row("decode + eval transform, full-size JPEGs", len(full), times["full"]),
-        Row("decode + eval transform, prepared (shorter side 256)", len(prepared), times["prepared"],
+        Row("decode + eval transform, stored at 256 px (the default)", len(prepared), times["prepared"],
             times["full"] / times["prepared"], base, ">= 2.5x", times["full"] / times["prepared"] >= 2.5),
         Row("decode + eval transform, full-size with Image.draft", len(full), times["reduced"],
             times["full"] / times["reduced"], base),
@@ -93,76 +102,90 @@ def forward_pass(backbone: nn.Module, images: int, device: str, repeats: int) ->
     return rows
 
 
-def training_epoch(backbone: nn.Module, data_dir: Path, device: str) -> list[Row]:
-    """One epoch of ``helpers.train.fit``: augmented train images and plain valid images through backbone + head."""
-    loaders = make_loaders(data_dir, batch_size=BATCH_SIZE, augment=True, seed=0, device=device)
-    model = build_model(copy.deepcopy(backbone), num_classes=len(loaders["train"].dataset.classes), pretrained=False)
-    count = len(loaders["train"].dataset) + len(loaders["valid"].dataset)
-    seconds = best_times({"epoch": lambda: fit(model, loaders["train"], loaders["valid"], epochs=1, device=device,
-                                               progress=False, verbose=False)}, 1, device)["epoch"]
-    return [Row("training epoch (fit: backbone + head, train + valid)", count, seconds)]
-
-
-def _plain_extraction(backbone: nn.Module, split_dir: Path, device: str) -> Callable:
-    loader = DataLoader(FlowerFolder(split_dir, eval_transform(224)), batch_size=BATCH_SIZE, num_workers=2)
-
-    @torch.no_grad()
+def _plain_epoch(model: nn.Module, loaders: dict, device: str) -> Callable:
+    """Notebook 04's hand-written loop: float32, contiguous layout, then validation."""
     def run() -> None:
-        for images, _ in loader:
-            backbone(images.to(device))
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.001)
+        model.to(device).train()
+        for images, labels in loaders["train"]:
+            optimizer.zero_grad()
+            loss = nn.functional.nll_loss(model(images.to(device)), labels.to(device))
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            for images, _ in loaders["valid"]:
+                model(images.to(device))
     return run
 
 
-def extraction(backbone: nn.Module, split_dir: Path, device: str, repeats: int) -> list[Row]:
-    """A plain DataLoader(num_workers=2) loop against ``extract_features`` with its own loader."""
-    def ours(reduced: bool, **options: bool) -> Callable:
+def training_epoch(backbone: nn.Module, data_dir: Path, device: str, repeats: int) -> list[Row]:
+    """One epoch through backbone + head: the plain float32 loop against ``fit`` (channels-last, autocast policy)."""
+    loaders = make_loaders(data_dir, BATCH_SIZE, train_transform(), eval_transform(), seed=0, device=device)
+    classes = len(loaders["train"].dataset.classes)
+    plain = build_model(copy.deepcopy(backbone), classes, pretrained=False)
+    ours = build_model(copy.deepcopy(backbone), classes, pretrained=False)
+    times = best_times({"plain": _plain_epoch(plain, loaders, device),
+                        "fit": lambda: fit(ours, loaders["train"], loaders["valid"], 1, device=device,
+                                           progress=False, verbose=False)}, repeats, device)
+    count = len(loaders["train"].dataset) + len(loaders["valid"].dataset)
+    return [Row("training epoch, plain loop (fp32, contiguous)", count, times["plain"]),
+            Row("training epoch, fit (channels_last, autocast policy)", count, times["fit"],
+                times["plain"] / times["fit"], "vs plain")]
+
+
+def extraction(backbone: nn.Module, data_dir: Path, device: str, repeats: int) -> list[Row]:
+    """A plain DataLoader(num_workers=2) loop against ``model_outputs`` over the loader cached_features uses."""
+    plain_loader = DataLoader(FlowerFolder(data_dir / "train", eval_transform()), batch_size=BATCH_SIZE, num_workers=2)
+    plain_backbone = copy.deepcopy(backbone).to(device).eval()
+
+    @torch.no_grad()
+    def plain() -> None:
+        for images, _ in plain_loader:
+            plain_backbone(images.to(device))
+
+    def ours(decode_size: int | None) -> Callable:
         module = copy.deepcopy(backbone)
-        loader = extraction_loader(split_dir, device=device, reduced_decode=reduced)  # its default batch size
-        return lambda: extract_features(module, loader, device, progress=False, **options)
+        uint8 = eval_transform(uint8=True)
+        loader = make_loaders(data_dir, 64, uint8, uint8, shuffle=False, device=device, decode_size=decode_size)["train"]
+        return lambda: model_outputs(module, loader, device)
 
-    runs = {"plain": _plain_extraction(copy.deepcopy(backbone).to(device).eval(), split_dir, device),
-            "ours": ours(True), "full decode": ours(False), "no AMP": ours(True, amp=False),
-            "no AMP, no channels_last": ours(True, amp=False, channels_last=False)}
-    times = best_times(runs, repeats, device)
-    count = len(FlowerFolder(split_dir).samples)
+    times = best_times({"plain": plain, "ours": ours(256), "full decode": ours(None)}, repeats, device)
+    count = len(plain_loader.dataset)
     ratio = times["plain"] / times["ours"]
-    rows = [Row("extraction: plain DataLoader(num_workers=2) loop", count, times["plain"]),
-            Row("extraction: extract_features(extraction_loader)", count, times["ours"], ratio, "vs plain",
+    return [Row("extraction: plain DataLoader(num_workers=2) loop", count, times["plain"]),
+            Row("extraction: model_outputs over cached_features' loader", count, times["ours"], ratio, "vs plain",
                 ">= 1.5x", ratio >= 1.5),
-            Row("extraction: extract_features, full-size decoding", count, times["full decode"],
+            Row("extraction: the same, full-size decoding", count, times["full decode"],
                 times["plain"] / times["full decode"], "vs plain")]
-    for name in ("no AMP", "no AMP, no channels_last"):
-        rows.append(Row(f"extraction: extract_features, {name} (fp32)", count, times[name],
-                        times["plain"] / times[name], "vs plain"))
-    return rows
 
 
-def _fit_on_features(train: TensorDataset, valid: TensorDataset, classes: int, epochs: int, device: str) -> Callable:
+def _fit_with_dataloader(train: TensorDataset, valid: TensorDataset, classes: int, epochs: int,
+                         device: str) -> Callable:
     def run() -> None:
         torch.manual_seed(0)
         head = build_head(train.tensors[0].shape[1], classes, [512], 0.2)
         fit(head, DataLoader(train, batch_size=64, shuffle=True), DataLoader(valid, batch_size=64),
-            epochs=epochs, device=device, progress=False, verbose=False)
+            epochs, device=device, progress=False, verbose=False)
     return run
 
 
 def head_experiment(train_size: int, valid_size: int, features: int, classes: int, epochs: int, device: str,
                     repeats: int) -> list[Row]:
-    """Build + train + evaluate a head (hidden 512) on random cached-feature-sized tensors."""
+    """Build + train + evaluate a head (hidden 512) on random tensors of cached-feature size."""
     generator = torch.Generator().manual_seed(0)
-    train = (torch.randn(train_size, features, generator=generator).relu(),
-             torch.randint(0, classes, (train_size,), generator=generator))
-    valid = (torch.randn(valid_size, features, generator=generator).relu(),
-             torch.randint(0, classes, (valid_size,), generator=generator))
-    runs = {"ours": lambda: train_head_on_features(train, valid, [512], 0.2, 0.001, epochs, device=device),
-            "fp32": lambda: train_head_on_features(train, valid, [512], 0.2, 0.001, epochs, device=device, amp=False),
-            "fit": _fit_on_features(TensorDataset(*train), TensorDataset(*valid), classes, epochs, device)}
+    names = [str(i) for i in range(classes)]
+    train = FeatureSet(torch.randn(train_size, features, generator=generator).relu(),
+                       torch.randint(0, classes, (train_size,), generator=generator), names)
+    valid = FeatureSet(torch.randn(valid_size, features, generator=generator).relu(),
+                       torch.randint(0, classes, (valid_size,), generator=generator), names)
+    runs = {"ours": lambda: train_head(train, valid, [512], 0.2, 0.001, epochs, device=device),
+            "fit": _fit_with_dataloader(TensorDataset(*train[:2]), TensorDataset(*valid[:2]), classes, epochs,
+                                        device)}
     times = best_times(runs, repeats, device)
     size = f"{train_size:,} x {features:,}, {epochs} epoch{'s' if epochs != 1 else ''}"
     classic = (train_size, valid_size, features, epochs) == CLASSIC_HEAD  # the target's size
-    return [Row(f"head on features ({size}): fit, DataLoader batch 64", train_size * epochs, times["fit"]),
-            Row(f"head on features ({size}): train_head_on_features, no AMP (fp32)", train_size * epochs,
-                times["fp32"], times["fit"] / times["fp32"], "vs fit"),
-            Row(f"head on features ({size}): train_head_on_features", train_size * epochs, times["ours"],
-                times["fit"] / times["ours"], "vs fit", "<= 2 s" if classic else "",
+    return [Row(f"head on features ({size}): fit over a DataLoader, batch 64", train_size * epochs, times["fit"]),
+            Row(f"head on features ({size}): train_head (FeatureBatches, batch 256)", train_size * epochs,
+                times["ours"], times["fit"] / times["ours"], "vs DataLoader", "<= 2 s" if classic else "",
                 times["ours"] <= 2.0 if classic else None)]

@@ -2,6 +2,7 @@
 
     python -m helpers train DATA_DIR --arch resnet18 --learning-rate 0.001 --hidden-units 512 --epochs 5 --gpu
     python -m helpers train DATA_DIR --unfreeze layer4 --backbone-lr 0.0001       # fine-tune the last stage
+    python -m helpers train DATA_DIR --no-augment --cached-features --epochs 15   # features once, then the head
     python -m helpers predict IMAGE CHECKPOINT --top-k 5 --category-names cat_to_name.json --gpu
     python -m helpers tiny DATA_DIR                                               # the tiny offline slice
     python -m helpers prepare DATA_DIR --split classic --resize-to 256            # download Flowers102
@@ -21,6 +22,7 @@ from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.config import get_settings, resolve_device, seed_everything
 from helpers.data import eval_transform, load_cat_to_name, make_loaders, train_transform
 from helpers.download import OfflineError, make_tiny_flowers, prepare_flowers102
+from helpers.features import FeatureBatches, cached_features, train_head
 from helpers.inference import predict
 from helpers.model import build_model, check_backbone_name, check_weights_available, count_parameters, unfreeze
 from helpers.train import best_epoch, evaluate, fit, make_optimizer, parameter_groups
@@ -58,8 +60,11 @@ def run_train(args: argparse.Namespace) -> int:
     classes = loaders["train"].dataset.classes
     sizes = ", ".join(f"{split} {len(loaders[split].dataset)}" for split in ("train", "valid", "test"))
     print(f"data:      {data_dir} ({len(classes)} classes; {sizes} images)")
-    model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained)
+    model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained,
+                        calibration_batches=loaders["train_eval"])
     stages = unfreeze(model, args.unfreeze) if args.unfreeze else []
+    if args.cached_features and (stages or not args.no_augment):
+        raise ValueError("--cached-features needs a frozen backbone and --no-augment: the features are computed once.")
     optimizer = make_optimizer(parameter_groups(model, args.learning_rate, args.backbone_lr), args.learning_rate)
     counts = count_parameters(model)
     print(f"backbone:  {args.arch}, {'pretrained ImageNet' if pretrained else 'random'} weights, "
@@ -67,9 +72,16 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"head:      {model.in_features} -> {' -> '.join(map(str, hidden + [len(classes)]))}, dropout "
           f"{args.dropout}; {counts['trainable']:,} of {counts['total']:,} parameters train")
     print(f"training:  {args.epochs} epochs, learning rate {args.learning_rate}, batch {args.batch_size}, on {device}")
-    history = fit(model, loaders["train"], loaders["valid"], args.epochs, args.learning_rate, optimizer=optimizer,
-                  train_eval_batches=loaders["train_eval"], device=device, progress=False)
-    test = evaluate(model, loaders["test"], device)
+    if args.cached_features:  # the same head and loop, on features the frozen backbone computed once
+        features = cached_features(model, data_dir, num_workers=args.workers, device=device, seed=args.seed)
+        head, history = train_head(features["train"], features["valid"], hidden, args.dropout, args.learning_rate,
+                                   args.epochs, args.batch_size, seed=args.seed, device=device, verbose=True)
+        model.head.load_state_dict(head.state_dict())
+        test = evaluate(head, FeatureBatches(features["test"], 256, shuffle=False), device)
+    else:
+        history = fit(model, loaders["train"], loaders["valid"], args.epochs, args.learning_rate, optimizer=optimizer,
+                      train_eval_batches=loaders["train_eval"], device=device, progress=False)
+        test = evaluate(model, loaders["test"], device)
     print(f"test:      accuracy {test['accuracy']:.1%} (loss {test['loss']:.3f}) on {len(loaders['test'].dataset)} "
           f"images, with the weights of epoch {best_epoch(history)}")
     path = save_checkpoint(save_dir / "checkpoint.pth", model, loaders["train"].dataset.class_to_idx,
@@ -127,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--random-weights", action="store_true",
                        help="no pretrained weights (offline; the default when FLOWERS_TINY=1)")
     train.add_argument("--no-augment", action="store_true", help="train without data augmentation")
+    train.add_argument("--cached-features", action="store_true",
+                       help="with --no-augment: run the frozen backbone once, then train the head on its features")
     train.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     predict_parser = commands.add_parser("predict", help="top-k classes of one image")

@@ -1,20 +1,11 @@
 """Settings from environment variables, seeding, and where and how fast the code runs.
 
 Nothing is read at import time: :func:`get_settings` reads the environment when called.
-
-==========================  ===================================================  =================
-variable                    meaning                                              default
-==========================  ===================================================  =================
-``FLOWERS_DATA_ROOT``       folder that holds the prepared datasets              ``~/flowers-data``
-``FLOWERS_TINY``            ``1``: the generated tiny slice and random weights   ``0``
-``FLOWERS_SPLIT``           ``classic`` (~80/10/10) or ``official``              ``classic``
-``FLOWERS_BACKBONE``        a torchvision classification model name              ``resnet18``
-``FLOWERS_DEVICE``          ``cpu``, ``cuda`` or ``auto``                        ``auto``
-``FLOWERS_WORKERS``         DataLoader worker processes (empty: automatic)       empty
-``FLOWERS_BATCH_SIZE``      images per batch                                     ``32``
-``FLOWERS_RESIZE_TO``       store Flowers102 with this shorter side (0: full)    ``256``
-``FLOWERS_DATASET_DIR``     use this ImageFolder root instead, e.g. your photos  empty
-==========================  ===================================================  =================
+The variables (README's "Settings" table says more): ``FLOWERS_DATA_ROOT`` (default
+``~/flowers-data``), ``FLOWERS_TINY`` (1: the generated tiny slice and random weights),
+``FLOWERS_SPLIT`` (classic or official), ``FLOWERS_BACKBONE`` (resnet18), ``FLOWERS_DEVICE``
+(auto, cpu, cuda), ``FLOWERS_WORKERS``, ``FLOWERS_BATCH_SIZE`` (32), ``FLOWERS_RESIZE_TO``
+(256; 0 keeps full-size images) and ``FLOWERS_DATASET_DIR`` (your own ImageFolder root).
 """
 
 from __future__ import annotations
@@ -95,7 +86,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     if split not in ("classic", "official"):
         raise ValueError(f"FLOWERS_SPLIT={split!r}: choose classic or official.")
     tiny = env.get("FLOWERS_TINY", "").strip().lower()
-    if tiny not in ("", "0", "1", "true", "false", "yes", "no"):
+    if tiny not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
         raise ValueError(f"FLOWERS_TINY={tiny!r} is not a yes/no value; use 1 or 0.")
     batch_size = _read_int(env, "FLOWERS_BATCH_SIZE", 32)
     if batch_size == 0:
@@ -104,7 +95,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
     own = env.get("FLOWERS_DATASET_DIR", "").strip()
     return Settings(
         data_root=Path(root).expanduser() if root else Path.home() / "flowers-data",
-        tiny=tiny in ("1", "true", "yes"),
+        tiny=tiny in ("1", "true", "yes", "on"),
         split=split,
         backbone=env.get("FLOWERS_BACKBONE", "").strip() or "resnet18",
         device=resolve_device(env.get("FLOWERS_DEVICE", "auto")),

@@ -57,7 +57,10 @@ def can_reach(url: str, timeout: float = 3.0) -> bool:
 # One marker scheme for every folder this module writes
 
 def _count_files(root: Path) -> dict[str, int]:
-    return {split: sum(len(files) for _, _, files in os.walk(root / split)) for split in SPLITS}
+    """Files per split, dot-files and dot-folders (a file browser's .DS_Store, say) not counted."""
+    return {split: sum(1 for path in (root / split).rglob("[!.]*") if path.is_file()
+                       and not any(part.startswith(".") for part in path.relative_to(root).parts))
+            for split in SPLITS}
 
 
 def _is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
@@ -133,7 +136,7 @@ def draw_flower(kind: tuple, rng: random.Random, size: int) -> Image.Image:
     return image
 
 
-def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_split: tuple[int, int, int] = (8, 3, 3),
+def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_split: tuple[int, int, int] = (24, 6, 6),
                       image_size: int = 256, seed: int = 0) -> Path:
     """Generate the tiny slice in ``root``: drawn flowers, deterministic for a ``seed``, in a second.
 

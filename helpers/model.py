@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 
 from helpers.download import OfflineError, can_reach
+from helpers.train import Batches, to_model_input
 
 
 def known_backbones() -> list[str]:
@@ -173,13 +174,38 @@ class FlowerClassifier(nn.Module):
         return self.head(self.backbone(images))
 
 
+@torch.no_grad()
+def calibrate_batchnorm(backbone: nn.Module, batches: Batches) -> nn.Module:
+    """Let a randomly initialised backbone's batch-norm layers measure real statistics; returns it.
+
+    Fresh batch-norm layers hold placeholders (mean 0, variance 1) that fit no real image:
+    the features then come out nearly the same for every image, and a head on a frozen
+    random backbone hardly learns. One pass over ``batches`` in training mode (no
+    gradients, no weight changes) sets the running means and variances, as pretraining would.
+    """
+    layers = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
+    device = next(backbone.parameters(), torch.empty(0)).device
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a plain average over all batches
+    backbone.train()
+    for inputs, _ in batches:
+        backbone(to_model_input(inputs, str(device)))
+    for layer in layers:
+        layer.momentum = 0.1  # PyTorch's default
+    return backbone.eval()
+
+
 def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Sequence[int] = (512,),
-                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True) -> FlowerClassifier:
+                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True,
+                calibration_batches: Batches | None = None) -> FlowerClassifier:
     """A (frozen) backbone plus a new head for ``num_classes`` classes.
 
     ``backbone``: a torchvision classification model name (ImageNet weights when
     ``pretrained``) or any ``nn.Module`` that maps images to feature vectors.
     ``freeze_backbone=False`` trains everything (the from-scratch baseline of notebook 07).
+    ``calibration_batches`` (e.g. ``loaders["train_eval"]``): with random weights and a frozen
+    backbone, :func:`calibrate_batchnorm` runs on them first; pretrained weights ignore them.
     """
     if isinstance(backbone, str):
         name, module = backbone, load_backbone(backbone, pretrained)
@@ -189,6 +215,8 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
         raise TypeError(f"backbone must be a torchvision model name or an nn.Module, not {type(backbone).__name__}.")
     if freeze_backbone:
         freeze(module)
+        if not pretrained and calibration_batches is not None:
+            calibrate_batchnorm(module, calibration_batches)
     head = build_head(feature_size(module), num_classes, hidden_units, dropout)
     return FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
                             custom_backbone=not isinstance(backbone, str)).train()

@@ -31,7 +31,7 @@ def _displayable(image: torch.Tensor | Image.Image):
 def show_images(images: Sequence[torch.Tensor | Image.Image], titles: Sequence[str] | None = None,
                 columns: int = 6, size: float = 2.0) -> plt.Figure:
     """A grid of images (PIL images, or tensors normalised with ImageNet's statistics) with optional titles."""
-    if not images:
+    if len(images) == 0:
         raise ValueError("No images to show.")
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)

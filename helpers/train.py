@@ -14,11 +14,11 @@ precision (float16 on CUDA, bfloat16 on CPUs that compute it natively), fused Ad
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Iterable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from helpers.config import autocast_dtype, resolve_device, seed_everything
 from helpers.data import IMAGENET_MEAN, IMAGENET_STD
@@ -43,6 +43,16 @@ def prepare_model(model: nn.Module, device: str) -> nn.Module:
     return model.to(device=device, memory_format=torch.channels_last)
 
 
+def progress_bar(batches: Batches, description: str, show: bool) -> Batches:
+    """``batches`` with a tqdm progress bar when ``show`` (a notebook widget in Jupyter, text elsewhere)."""
+    if not show:
+        return batches
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # autonotebook's note that it chose the notebook bar
+        from tqdm.autonotebook import tqdm
+    return tqdm(batches, desc=description, leave=False)
+
+
 def precision(device: str) -> torch.autocast:
     """The autocast context of :func:`helpers.config.autocast_dtype` (off where float32 is faster)."""
     dtype = autocast_dtype(device)
@@ -62,7 +72,7 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
         scaler = torch.amp.GradScaler("cuda")  # float16 gradients must be scaled, or small ones vanish
     model.train()
     batch_losses, total_loss, correct, seen = [], 0.0, 0, 0
-    for inputs, labels in tqdm(batches, desc="train", leave=False, disable=not progress):
+    for inputs, labels in progress_bar(batches, "train", progress):
         inputs, labels = to_model_input(inputs, device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         with precision(device):
@@ -97,7 +107,7 @@ def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
     device = resolve_device(device)
     prepare_model(model, device).eval()
     outputs, labels = [], []
-    for inputs, batch_labels in tqdm(batches, desc="evaluate", leave=False, disable=not progress):
+    for inputs, batch_labels in progress_bar(batches, "evaluate", progress):
         with precision(device):
             outputs.append(model(to_model_input(inputs, device)).float())  # stays on the device: no sync
         labels.append(torch.as_tensor(batch_labels))

@@ -69,6 +69,8 @@ def head_controls(hidden_layers: int = 1, units: int = 512, dropout: float = 0.2
 def describe_head(in_features: int, num_classes: int, hidden_layers: int, units: int, dropout: float,
                   train_images: int | None = None) -> str:
     """Build a head from slider values and describe it: layers, widths, parameters and their cost."""
+    if hidden_layers < 0:
+        raise ValueError(f"hidden_layers must be 0 or more, not {hidden_layers}.")
     head = build_head(in_features, num_classes, [units] * hidden_layers, dropout)
     linears = [(name, layer) for name, layer in head.named_children() if hasattr(layer, "weight")]
     trainable = count_parameters(head)["trainable"]

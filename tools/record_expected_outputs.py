@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FLOWERS_TINY") != "1":
         print("Set FLOWERS_TINY=1: the recorded outputs are those of the tiny slice.", file=sys.stderr)
         return 2
+    if os.environ.get("FLOWERS_DATA_ROOT"):  # the notebooks run in notebooks/: make a relative root absolute
+        os.environ["FLOWERS_DATA_ROOT"] = str(Path(os.environ["FLOWERS_DATA_ROOT"]).resolve())
     paths = [Path(a).resolve() for a in argv] or sorted((ROOT / "notebooks").glob("*.ipynb"))
     recorded = {path.name: recorded_outputs(path) for path in paths}
     # Read the file only now, after the slow runs, so recordings of other notebooks made meanwhile survive.
