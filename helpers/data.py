@@ -80,6 +80,8 @@ def load_rgb_image(path: str | os.PathLike, min_side: int | None = None) -> Imag
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if path.stat().st_size == 0:
             problem = "the file is empty (0 bytes)"
+        elif path.suffix.lower() in (".heic", ".heif"):
+            problem = "HEIC photos (iPhone) cannot be read here; export or convert them to JPEG"
         elif isinstance(error, UnidentifiedImageError):
             problem = "not an image format PIL knows; is it really a picture?"
         elif "truncated" in str(error).lower():

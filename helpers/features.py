@@ -135,18 +135,22 @@ class Run(NamedTuple):
 
 def train_head(train: FeatureSet | Sequence[FeatureSet], valid: FeatureSet, hidden_units: Sequence[int] = (512,),
                dropout: float = 0.2, lr: float = 0.001, epochs: int = 10, batch_size: int = 256,
-               shuffle: bool = True, seed: int = 0, device: str | None = None,
-               verbose: bool = False) -> tuple[nn.Sequential, dict[str, list]]:
+               shuffle: bool = True, seed: int = 0, device: str | None = None, verbose: bool = False,
+               train_eval: FeatureSet | None = None) -> tuple[nn.Sequential, dict[str, list]]:
     """A fresh head trained on cached features with :func:`helpers.train.fit`; returns (head, history).
 
-    Training accuracy is also measured in evaluation mode on every (un-augmented) training
-    example after each epoch. ``train`` may be several augmented views (one per epoch).
+    ``train`` may be several augmented views (one per epoch); then pass the un-augmented
+    training features as ``train_eval``: after each epoch, training accuracy is measured in
+    evaluation mode on them (by default on ``train`` itself).
     """
     views = [train] if isinstance(train, FeatureSet) else list(train)
+    if train_eval is None and len(views) > 1:
+        raise ValueError("With augmented views, pass train_eval=the un-augmented training features "
+                         "(cached_features(...)['train']) to measure training accuracy on.")
     seed_everything(seed)
     head = build_head(views[0].features.shape[1], len(valid.classes), hidden_units, dropout)
     history = fit(head, FeatureBatches(views, batch_size, shuffle, seed), FeatureBatches(valid, 4096, False), epochs,
-                  lr, train_eval_batches=FeatureBatches(views[0], 4096, False), device=device, progress=False,
+                  lr, train_eval_batches=FeatureBatches(train_eval or views[0], 4096, False), device=device, progress=False,
                   verbose=verbose)
     return head.cpu().eval(), history
 

@@ -52,6 +52,8 @@ def check_weights_available(name: str) -> None:
 def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
 
+    Random weights (``pretrained=False``) are drawn with seed 0, so every run gets the same ones.
+
     That one rule fits every family: resnet's ``fc``, vgg/densenet/mobilenet/efficientnet's
     ``classifier[...]``, vit's ``heads.head``.
     """
@@ -59,7 +61,9 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     if pretrained:
         check_weights_available(name)
     try:
-        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        with torch.random.fork_rng(devices=[]):  # random weights: the same ones in every run and notebook
+            torch.manual_seed(0)
+            model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         if not pretrained:
             raise
@@ -184,6 +188,7 @@ def calibrate_batchnorm(backbone: nn.Module, batches: Batches) -> nn.Module:
     gradients, no weight changes) sets the running means and variances, as pretraining would.
     """
     layers = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
+    momenta = [layer.momentum for layer in layers]
     device = next(backbone.parameters(), torch.empty(0)).device
     for layer in layers:
         layer.reset_running_stats()
@@ -191,8 +196,8 @@ def calibrate_batchnorm(backbone: nn.Module, batches: Batches) -> nn.Module:
     backbone.train()
     for inputs, _ in batches:
         backbone(to_model_input(inputs, str(device)))
-    for layer in layers:
-        layer.momentum = 0.1  # PyTorch's default
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
     return backbone.eval()
 
 

@@ -16,7 +16,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from test_flowers102 import write_fake_source
+from test_download import write_fake_source
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -41,5 +41,5 @@ def test_quickstart_runs_on_prepared_flowers102_with_pretrained_weights(full_dat
     printed = "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                       for output in cell.outputs)
     assert "Flowers102, classic split" in printed and "pretrained (ImageNet)" in printed
-    assert (full_data_environment / "flowers102-classic" / "cat_to_name.json").exists()
+    assert (full_data_environment / "flowers102-classic-256" / "cat_to_name.json").exists()
     assert "with a head for 4 classes" in printed
