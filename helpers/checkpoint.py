@@ -89,7 +89,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if "weights only load failed" not in str(error).lower():
+        if "weights only load failed" not in str(error).lower() or not zipfile.is_zipfile(path):
             raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({reason}). "
                                   "Save or copy it again.") from None
         raise CheckpointError(f"{path} holds pickled Python objects (probably a whole model saved with "

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -246,7 +247,8 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
     workers = default_num_workers(device) if num_workers is None else num_workers
     sets = {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_tf, decode_size)
             for split in SPLITS}
-    plain_train = FlowerFolder(Path(root) / "train", eval_tf, decode_size)
+    plain_train = copy.copy(sets["train"])  # the same files, with the evaluation transform
+    plain_train.transform = eval_tf
     sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:1000].sort().values
     sets["train_eval"] = Subset(plain_train, sample.tolist())
     common = {"batch_size": batch_size, "num_workers": workers, "pin_memory": device.startswith("cuda"),

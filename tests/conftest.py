@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.data import make_tiny_flowers
+from helpers.download import make_tiny_flowers
 
-# Small enough to keep every test fast, big enough for the transforms (resize 73, crop 64).
+# Small enough to keep every test fast (the transforms resize to 256 and crop 224 anyway).
 # Test modules repeat these numbers where they need them (conftest is not imported).
 IMAGE_SIZE = 64
 TINY_COUNTS = (4, 2, 2)
@@ -30,6 +30,14 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny slice (6 classes, 4/2/2 images of 64 px), generated once. Do not modify it."""
     return make_tiny_flowers(tmp_path_factory.mktemp("data") / "tiny", image_size=IMAGE_SIZE,
                              images_per_split=TINY_COUNTS)
+
+
+@pytest.fixture(scope="session")
+def micro_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An even smaller slice (3 classes "1", "10", "2"; 2/1/1 images of 64 px) for tests that push every
+    image through a real network, such as the command line's. Do not modify it."""
+    return make_tiny_flowers(tmp_path_factory.mktemp("data") / "micro", num_classes=3, image_size=IMAGE_SIZE,
+                             images_per_split=(2, 1, 1))
 
 
 @pytest.fixture
@@ -60,7 +68,7 @@ class NetworkAttempts(list):
 def no_network(monkeypatch: pytest.MonkeyPatch) -> NetworkAttempts:
     """Make every outgoing connection fail at once, as on a machine without internet.
 
-    Patches ``socket.create_connection`` (used by ``helpers.network.can_reach``, urllib
+    Patches ``socket.create_connection`` (used by ``helpers.download.can_reach``, urllib
     and torch.hub) and ``socket.getaddrinfo``; the returned list records the attempts.
     """
     attempts = NetworkAttempts()
@@ -115,7 +123,7 @@ def fake_imagenet_weights(torch_home: Path) -> Callable[..., nn.Module]:
     cache looks for its pretrained weights (in the private ``TORCH_HOME``); returns that model."""
     import torchvision
 
-    from helpers.models import weights_file
+    from helpers.model import weights_file
 
     def place(name: str = "resnet18", seed: int = 1) -> nn.Module:
         torch.manual_seed(seed)

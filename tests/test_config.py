@@ -1,4 +1,4 @@
-"""helpers.config: settings from environment variables, device choice, seeding."""
+"""helpers.config: settings from environment variables, device choice, seeding, workers, precision."""
 
 from __future__ import annotations
 
@@ -9,31 +9,36 @@ import numpy as np
 import pytest
 import torch
 
-import helpers
-from helpers.config import Settings, get_settings, resolve_device, seed_everything
+from helpers import config
+from helpers.config import (Settings, autocast_dtype, default_num_workers, get_settings, resolve_device,
+                            seed_everything)
 
 
-def test_defaults_without_any_variable():
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """Make torch report no CUDA device, whatever the machine has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_defaults_without_any_variable(no_gpu):
     settings = get_settings({})
-    assert settings.data_root == Path.home() / "flowers-data"
-    assert settings.tiny is False and settings.pretrained is True
-    assert settings.split == "classic"
-    assert settings.backbone == "resnet18"
-    assert settings.device in ("cpu", "cuda")
-    assert settings.num_workers is None
-    assert settings.batch_size == 32
-    assert settings.dataset_dir == Path.home() / "flowers-data" / "flowers102-classic"
+    assert settings == Settings(data_root=Path.home() / "flowers-data", tiny=False, split="classic",
+                                backbone="resnet18", device="cpu", num_workers=None, batch_size=32, resize_to=256,
+                                own_dataset=None)
+    assert settings.pretrained is True
+    assert settings.dataset_dir == Path.home() / "flowers-data" / "flowers102-classic-256"
+    assert settings.checkpoint_path == Path.home() / "flowers-data" / "checkpoints" / "flowers102-classic-256-resnet18.pth"
 
 
 def test_reads_every_variable(tmp_path):
     env = {"FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_TINY": "1", "FLOWERS_SPLIT": "Official",
            "FLOWERS_BACKBONE": "mobilenet_v3_small", "FLOWERS_DEVICE": "cpu", "FLOWERS_WORKERS": "3",
-           "FLOWERS_BATCH_SIZE": "8"}
+           "FLOWERS_BATCH_SIZE": "8", "FLOWERS_RESIZE_TO": "0", "FLOWERS_DATASET_DIR": str(tmp_path / "mine")}
     settings = get_settings(env)
     assert settings == Settings(data_root=tmp_path, tiny=True, split="official", backbone="mobilenet_v3_small",
-                                device="cpu", num_workers=3, batch_size=8)
+                                device="cpu", num_workers=3, batch_size=8, resize_to=None,
+                                own_dataset=tmp_path / "mine")
     assert settings.pretrained is False
-    assert settings.dataset_dir == tmp_path / "tiny"
 
 
 def test_reads_the_process_environment_at_call_time(monkeypatch, tmp_path):
@@ -48,8 +53,10 @@ def test_data_root_expands_the_home_folder():
     assert get_settings({"FLOWERS_DATA_ROOT": "~/somewhere"}).data_root == Path.home() / "somewhere"
 
 
-@pytest.mark.parametrize("raw, expected", [("1", True), ("true", True), (" YES ", True), ("on", True),
-                                           ("0", False), ("", False), ("false", False), ("No", False)])
+@pytest.mark.parametrize("raw, expected", [
+    ("1", True), ("true", True), (" YES ", True), ("on", True), ("0", False), ("", False), ("false", False),
+    ("No", False), ("off", False),
+])
 def test_tiny_switch_accepts_usual_spellings(raw, expected):
     assert get_settings({"FLOWERS_TINY": raw}).tiny is expected
 
@@ -60,6 +67,7 @@ def test_tiny_switch_accepts_usual_spellings(raw, expected):
     ({"FLOWERS_WORKERS": "-1"}, ["FLOWERS_WORKERS", "-1"]),
     ({"FLOWERS_BATCH_SIZE": "0"}, ["FLOWERS_BATCH_SIZE"]),
     ({"FLOWERS_BATCH_SIZE": "3.5"}, ["FLOWERS_BATCH_SIZE", "3.5"]),
+    ({"FLOWERS_RESIZE_TO": "big"}, ["FLOWERS_RESIZE_TO", "big"]),
     ({"FLOWERS_SPLIT": "random"}, ["FLOWERS_SPLIT", "random", "classic", "official"]),
     ({"FLOWERS_DEVICE": "tpu"}, ["tpu", "cpu", "cuda"]),
 ])
@@ -72,46 +80,98 @@ def test_bad_values_name_the_variable_and_value(env, names):
 
 def test_empty_values_mean_the_default():
     settings = get_settings({"FLOWERS_WORKERS": " ", "FLOWERS_BACKBONE": "", "FLOWERS_SPLIT": "",
-                             "FLOWERS_BATCH_SIZE": ""})
-    assert (settings.num_workers, settings.backbone, settings.split, settings.batch_size) == (None, "resnet18",
-                                                                                               "classic", 32)
+                             "FLOWERS_BATCH_SIZE": "", "FLOWERS_RESIZE_TO": "", "FLOWERS_DATASET_DIR": " "})
+    assert (settings.num_workers, settings.backbone, settings.split, settings.batch_size, settings.resize_to,
+            settings.own_dataset) == (None, "resnet18", "classic", 32, 256, None)
 
 
 def test_zero_workers_is_kept_not_replaced_by_the_default():
     assert get_settings({"FLOWERS_WORKERS": "0"}).num_workers == 0
 
 
-def test_describe_and_as_dict(tmp_path):
+def test_tiny_settings_use_the_tiny_folder_and_random_weights(tmp_path):
     settings = get_settings({"FLOWERS_TINY": "1", "FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_DEVICE": "cpu"})
+    assert settings.dataset_dir == tmp_path / "tiny" and settings.pretrained is False
+    assert settings.checkpoint_path == tmp_path / "checkpoints" / "tiny-resnet18.pth"
     text = settings.describe()
-    assert "tiny" in text and "random" in text and str(tmp_path / "tiny") in text and "resnet18" in text
-    assert "workers auto" in text
-    plain = settings.as_dict()
-    assert plain["data_root"] == str(tmp_path) and plain["tiny"] is True
-    assert all(isinstance(value, (str, bool, int, type(None))) for value in plain.values())
+    assert str(tmp_path / "tiny") in text and "resnet18" in text
 
 
-def test_full_data_settings_say_pretrained():
-    text = get_settings({"FLOWERS_DEVICE": "cpu", "FLOWERS_SPLIT": "official"}).describe()
-    assert "Flowers102, official split" in text and "pretrained" in text
+@pytest.mark.parametrize("env, folder", [
+    ({"FLOWERS_RESIZE_TO": "256"}, "flowers102-classic-256"),
+    ({"FLOWERS_RESIZE_TO": "0"}, "flowers102-classic"),
+    ({"FLOWERS_RESIZE_TO": "128", "FLOWERS_SPLIT": "official"}, "flowers102-official-128"),
+])
+def test_each_stored_size_and_split_gets_its_own_folder(tmp_path, env, folder):
+    settings = get_settings({"FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_DEVICE": "cpu", **env})
+    assert settings.dataset_dir == tmp_path / folder
+    assert str(settings.dataset_dir) in settings.describe()
 
 
-def test_resolve_device():
+def test_own_dataset_folder_replaces_flowers102_and_the_tiny_slice(tmp_path):
+    mine = tmp_path / "my photos"
+    settings = get_settings({"FLOWERS_DATASET_DIR": str(mine), "FLOWERS_TINY": "1", "FLOWERS_DEVICE": "cpu"})
+    assert settings.dataset_dir == mine
+    assert str(mine) in settings.describe()
+    assert settings.checkpoint_path.name == "my photos-resnet18.pth"
+
+
+# --- devices, workers, precision -------------------------------------------------------------
+
+def test_resolve_device(no_gpu):
     assert resolve_device("cpu") == "cpu"
     assert resolve_device(" CPU ") == "cpu"
-    assert resolve_device(None) == resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device(None) == resolve_device("auto") == "cpu"
     with pytest.raises(ValueError, match="mps"):
         resolve_device("mps")
 
 
-def test_asking_for_cuda_without_a_gpu_is_an_error(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def test_auto_picks_the_gpu_when_there_is_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda"
+    assert resolve_device("cuda:1") == "cuda:1"
+
+
+def test_asking_for_cuda_without_a_gpu_is_an_error(no_gpu):
     with pytest.raises(RuntimeError, match="GPU"):
         resolve_device("cuda")
     with pytest.raises(RuntimeError, match="GPU"):
         get_settings({"FLOWERS_DEVICE": "cuda:0"})
-    assert resolve_device("auto") == "cpu"
 
+
+@pytest.mark.parametrize("cores, device, expected", [(2, "cpu", 0), (1, "cpu", 0), (8, "cpu", 4), (16, "cpu", 4),
+                                                     (2, "cuda", 2), (16, "cuda", 8)])
+def test_default_num_workers(monkeypatch, cores, device, expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert default_num_workers(device) == expected
+
+
+@pytest.mark.parametrize("native_bf16, device, expected", [(False, "cpu", None), (True, "cpu", torch.bfloat16),
+                                                           (False, "cuda", torch.float16),
+                                                           (True, "cuda:0", torch.float16)])
+def test_one_precision_policy(monkeypatch, native_bf16, device, expected):
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native_bf16)
+    assert autocast_dtype(device) == expected
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = config.Path
+
+    def fake_path(name, *rest):
+        return cpuinfo if str(name) == "/proc/cpuinfo" else real_path(name, *rest)
+
+    monkeypatch.setattr(config, "Path", fake_path)
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert config.cpu_has_native_bf16() is False
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert config.cpu_has_native_bf16() is True
+    cpuinfo.unlink()  # not Linux: no flags to read
+    assert config.cpu_has_native_bf16() is False
+
+
+# --- seeding ----------------------------------------------------------------------------------
 
 def _draws() -> tuple:
     return random.random(), float(np.random.rand()), float(torch.rand(1))
@@ -129,27 +189,5 @@ def test_seed_everything_repeats_python_numpy_and_torch():
 def test_seed_everything_returns_a_seeded_generator():
     a = seed_everything(7)
     b = seed_everything(7)
-    assert isinstance(a, torch.Generator)
     assert torch.equal(torch.randperm(20, generator=a), torch.randperm(20, generator=b))
-
-
-def test_package_level_seed_everything_is_the_same():
-    helpers.seed_everything(5)
-    first = _draws()
-    seed_everything(5)
-    assert _draws() == first
-
-
-def test_resize_to_gets_its_own_dataset_folder(tmp_path):
-    settings = get_settings({"FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_RESIZE_TO": "256", "FLOWERS_DEVICE": "cpu"})
-    assert settings.resize_to == 256
-    assert settings.dataset_dir == tmp_path / "flowers102-classic-256"
-    assert get_settings({"FLOWERS_DATA_ROOT": str(tmp_path)}).dataset_dir == tmp_path / "flowers102-classic"
-
-
-def test_own_dataset_folder_replaces_flowers102_and_the_tiny_slice(tmp_path):
-    mine = tmp_path / "my photos"
-    settings = get_settings({"FLOWERS_DATASET_DIR": str(mine), "FLOWERS_TINY": "1", "FLOWERS_DEVICE": "cpu"})
-    assert settings.dataset_dir == mine
-    assert "FLOWERS_DATASET_DIR" in settings.describe()
-    assert settings.checkpoint_path.name == "my photos-resnet18.pth"
+    assert not torch.equal(torch.randperm(20, generator=seed_everything(8)), torch.randperm(20, generator=b))

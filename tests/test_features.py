@@ -1,30 +1,29 @@
-"""helpers.features (the feature cache and head training on it) and the ``bench`` command's smoke test.
+"""helpers.features: the feature cache, FeatureBatches, heads trained on features, experiments.
 
-The cache tests count how many images go through the backbone: a cache hit must run
-none, a changed key must run the whole split again.
+The cache tests count how many images go through the backbone: a cache hit must run none, a
+changed key must run the split again. Synthetic, well-separated features stand in for a
+backbone's output elsewhere, so a head that trains properly *must* learn them.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 
+from helpers import features as features_module
 from helpers.data import FlowerFolder, eval_transform
-from helpers.images import load_rgb_image
-from helpers.features import (FeatureSet, cached_features, extract_features, extraction_loader, feature_batches,
-                              normalise_on_device, threads_for_head,
-                              train_head_on_features)
-from helpers.train import HISTORY_KEYS
+from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, run_variants, stratified_subset,
+                              summary_rows, train_head)
+from helpers.model import build_model
+from helpers.train import best_epoch, evaluate, model_outputs
 
-IMAGE_SIZE = 64  # as in conftest: the tiny slice's images are 64 px
-REPOSITORY = Path(__file__).resolve().parents[1]
+ALL_IMAGES = 3 * (2 + 1 + 1)  # the micro slice: 3 classes ("1", "10", "2"), 2 train + 1 valid + 1 test image each
 
 
 class CountingBackbone(nn.Module):
@@ -40,249 +39,300 @@ class CountingBackbone(nn.Module):
         return self.inner(images)
 
 
-def cache(backbone: nn.Module, root: Path, cache_dir: Path, **options) -> dict[str, FeatureSet]:
-    """``cached_features`` with the test's image size, quietly, on the CPU."""
-    options = {"splits": ("train", "valid"), "image_size": IMAGE_SIZE, "device": "cpu", "num_workers": 0,
-               "progress": False, "verbose": False, **options}
-    return cached_features(backbone, root, cache_dir=cache_dir, **options)
+@pytest.fixture
+def micro_copy(micro_root, tmp_path) -> Path:
+    return Path(shutil.copytree(micro_root, tmp_path / "micro"))
 
 
-# ---------------------------------------------------------------------------------------------- the cache
+def cache(backbone: nn.Module, root: Path, cache_dir: Path, **options) -> dict:
+    """``cached_features`` quietly, on the CPU, without worker processes."""
+    return cached_features(backbone, root, cache_dir=cache_dir, **{"device": "cpu", "num_workers": 0,
+                                                                   "verbose": False, **options})
 
-def test_a_matching_key_loads_without_running_the_backbone(tiny_root, make_backbone, tmp_path):
+
+# --- the cache -----------------------------------------------------------------------------------
+
+def test_a_matching_key_loads_without_running_the_backbone(micro_root, make_backbone, tmp_path):
     first = CountingBackbone(make_backbone())
-    extracted = cache(first, tiny_root, tmp_path)
-    assert first.images_seen == 6 * (4 + 2)  # 6 classes, 4 train + 2 valid images each
+    extracted = cache(first, micro_root, tmp_path)
+    assert first.images_seen == ALL_IMAGES
     again = CountingBackbone(make_backbone())  # same weights, a new object
-    loaded = cache(again, tiny_root, tmp_path)
+    loaded = cache(again, micro_root, tmp_path)
     assert again.images_seen == 0
-    for split in ("train", "valid"):
+    for split in ("train", "valid", "test"):
         assert torch.equal(loaded[split].features, extracted[split].features)
         assert torch.equal(loaded[split].labels, extracted[split].labels)
-        assert loaded[split].classes == extracted[split].classes == ["1", "10", "100", "11", "2", "21"]
-    assert extracted["train"].features.shape == (24, 8)
-    assert extracted["train"].features.dtype == torch.float32
+        assert loaded[split].classes == extracted[split].classes == ["1", "10", "2"]
+    assert extracted["train"].features.shape == (6, 8) and extracted["train"].features.dtype == torch.float32
+    assert extracted["train"].labels.tolist() == [0, 0, 1, 1, 2, 2]  # sorted by class
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".pt"] * 3  # no temporary files left
 
 
-def test_different_weights_recompute(tiny_root, make_backbone, tmp_path):
-    cache(CountingBackbone(make_backbone(seed=0)), tiny_root, tmp_path)
+def test_the_extracted_features_are_those_of_the_plain_float_pipeline(micro_root, make_backbone, tmp_path):
+    backbone = make_backbone()
+    extracted = cache(backbone, micro_root, tmp_path)["valid"]
+    plain = DataLoader(FlowerFolder(micro_root / "valid", eval_transform(None)), batch_size=5)
+    expected, labels = model_outputs(backbone, plain, "cpu")
+    assert torch.equal(extracted.labels, labels)
+    assert torch.allclose(extracted.features, expected, atol=1e-4)
+
+
+def test_a_classifier_is_reduced_to_its_backbone(micro_root, make_backbone, tmp_path):
+    counting = CountingBackbone(make_backbone(features=8))
+    model = build_model(counting, 6, [16], pretrained=False)
+    counting.images_seen = 0  # build_model's one dummy image
+    result = cache(model, micro_root, tmp_path)
+    assert counting.images_seen == ALL_IMAGES
+    assert result["valid"].features.shape == (3, 8)  # features, not the head's 6 class scores
+
+
+def test_different_weights_recompute(micro_root, make_backbone, tmp_path):
+    cache(CountingBackbone(make_backbone(seed=0)), micro_root, tmp_path)
     other = CountingBackbone(make_backbone(seed=1))
-    cache(other, tiny_root, tmp_path)
-    assert other.images_seen == 36
+    cache(other, micro_root, tmp_path)
+    assert other.images_seen == ALL_IMAGES
 
 
 @pytest.mark.parametrize("change", ["edit", "add"])
-def test_a_changed_or_added_file_recomputes_that_split_only(tiny_copy, make_backbone, tmp_path, change):
-    cache(CountingBackbone(make_backbone()), tiny_copy, tmp_path / "cache")
-    image = next((tiny_copy / "train" / "1").glob("*.jpg"))
+def test_a_changed_or_added_file_recomputes_that_split_only(micro_copy, make_backbone, tmp_path, change):
+    cache(CountingBackbone(make_backbone()), micro_copy, tmp_path / "cache")
+    image = next((micro_copy / "train" / "1").glob("*.jpg"))
     if change == "edit":
-        Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (0, 0, 255)).save(image)
+        Image.new("RGB", (64, 64), (0, 0, 255)).save(image)
     else:
-        Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (0, 0, 255)).save(image.with_name("new.jpg"))
+        Image.new("RGB", (64, 64), (0, 0, 255)).save(image.with_name("new.jpg"))
     backbone = CountingBackbone(make_backbone())
-    result = cache(backbone, tiny_copy, tmp_path / "cache")
-    train_images = 24 + (change == "add")
-    assert backbone.images_seen == train_images  # train again; valid still from the cache
+    result = cache(backbone, micro_copy, tmp_path / "cache")
+    train_images = 6 + (change == "add")
+    assert backbone.images_seen == train_images  # train again; valid and test still from the cache
     assert len(result["train"].labels) == train_images
 
 
-@pytest.mark.parametrize("options", [{"image_size": 48}, {"reduced_decode": False}, {"amp": False},
-                                     {"augmented_views": 1}])
-def test_another_transform_size_decoding_or_precision_recomputes(tiny_root, make_backbone, tmp_path, options):
-    cache(CountingBackbone(make_backbone()), tiny_root, tmp_path, splits=("train",))
+def test_another_precision_recomputes(micro_root, make_backbone, tmp_path, monkeypatch):
+    cache(CountingBackbone(make_backbone()), micro_root, tmp_path)
+    monkeypatch.setattr(features_module, "autocast_dtype", lambda device: torch.bfloat16)
     backbone = CountingBackbone(make_backbone())
-    cache(backbone, tiny_root, tmp_path, splits=("train",), **options)
-    assert backbone.images_seen == 24
+    cache(backbone, micro_root, tmp_path)
+    assert backbone.images_seen == ALL_IMAGES
 
 
-def test_a_cache_file_with_a_different_key_is_not_trusted(tiny_root, make_backbone, tmp_path):
-    cache(make_backbone(), tiny_root, tmp_path, splits=("valid",))
+def test_a_cache_file_with_a_different_key_is_not_trusted(micro_root, make_backbone, tmp_path):
+    cache(CountingBackbone(make_backbone()), micro_root, tmp_path)
     (path,) = tmp_path.glob("valid-*.pt")
     stored = torch.load(path, weights_only=True)
-    stored["key"]["files"] = "something else"
+    stored["key"]["inputs"] = "something else"
     torch.save(stored, path)
     backbone = CountingBackbone(make_backbone())
-    cache(backbone, tiny_root, tmp_path, splits=("valid",))
-    assert backbone.images_seen == 12
+    cache(backbone, micro_root, tmp_path)
+    assert backbone.images_seen == 3  # the valid split only
 
 
-def test_augmented_views_have_shape_k_n_f_and_differ(tiny_root, make_backbone, tmp_path):
-    result = cache(make_backbone(), tiny_root, tmp_path, augmented_views=3)
-    train, valid = result["train"], result["valid"]
-    assert train.features.shape == (3, 24, 8)
-    assert valid.features.shape == (12, 8)  # other splits: the plain evaluation transform
-    assert not torch.allclose(train.features[0], train.features[1])
-    assert not torch.allclose(train.features[1], train.features[2])
-    assert torch.equal(train.labels, torch.tensor([label for label in range(6) for _ in range(4)]))
+def test_augmented_views_differ_and_are_cached_too(micro_root, make_backbone, tmp_path):
+    plain = cache(CountingBackbone(make_backbone()), micro_root, tmp_path)
+    result = cache(CountingBackbone(make_backbone()), micro_root, tmp_path, augmented_views=2)
+    views = result["train_views"]
+    assert len(views) == 2 and all(view.features.shape == (6, 8) for view in views)
+    assert not torch.allclose(views[0].features, views[1].features)
+    assert not torch.allclose(views[0].features, plain["train"].features)
+    assert all(torch.equal(view.labels, plain["train"].labels) for view in views)
+    assert torch.equal(result["train"].features, plain["train"].features)  # the plain view stays plain
+    again = CountingBackbone(make_backbone())
+    assert all(torch.equal(a.features, b.features)
+               for a, b in zip(cache(again, micro_root, tmp_path, augmented_views=2)["train_views"], views))
+    assert again.images_seen == 0
 
 
-def test_negative_views_are_an_error(tiny_root, make_backbone, tmp_path):
+def test_negative_views_are_an_error(micro_root, make_backbone, tmp_path):
     with pytest.raises(ValueError, match="augmented_views"):
-        cache(make_backbone(), tiny_root, tmp_path, augmented_views=-1)
+        cache(make_backbone(), micro_root, tmp_path, augmented_views=-1)
 
 
-# ---------------------------------------------------------------------------------------------- extraction
+# --- FeatureBatches --------------------------------------------------------------------------------
 
-def test_the_uint8_loader_gives_the_features_of_the_usual_float_pipeline(tiny_root, make_backbone):
-    backbone = make_backbone()
-    plain = torch.utils.data.DataLoader(FlowerFolder(tiny_root / "valid", eval_transform(IMAGE_SIZE)), batch_size=5)
-    fast = extraction_loader(tiny_root / "valid", IMAGE_SIZE, batch_size=5, num_workers=0, device="cpu")
-    expected, expected_labels = extract_features(backbone, plain, "cpu", progress=False, amp=False)
-    features, labels = extract_features(backbone, fast, "cpu", progress=False, amp=False)
-    assert torch.equal(labels, expected_labels)
-    assert torch.allclose(features, expected, atol=1e-4)
-    assert next(iter(fast))[0].dtype == torch.uint8
+def numbered(n: int, offset: float = 0.0) -> FeatureSet:
+    """Features that say which example they are: row i is [i + offset], label i."""
+    return FeatureSet(torch.arange(n, dtype=torch.float32).view(n, 1) + offset, torch.arange(n), ["x"])
 
 
-def test_normalising_uint8_on_the_device_matches_to_tensor_and_normalize():
-    pixels = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
-    expected = eval_transform().transforms[-1](pixels.float() / 255)
-    assert torch.allclose(normalise_on_device(pixels), expected, atol=1e-5)
-    floats = torch.randn(2, 3, 4, 4)
-    assert normalise_on_device(floats) is floats
+def test_feature_batches_keep_the_stored_order_unless_shuffled():
+    batches = FeatureBatches(numbered(10), batch_size=4, shuffle=False)
+    assert len(batches) == 3
+    for _ in range(2):  # every pass the same
+        assert [labels.tolist() for _, labels in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-def test_reduced_decoding_keeps_enough_pixels_and_the_picture(tmp_path):
-    path = tmp_path / "large.jpg"
-    Image.new("RGB", (630, 534), (200, 30, 40)).save(path)
-    image = load_rgb_image(path, min_side=256)
-    assert image.mode == "RGB"
-    assert image.size == (315, 267)  # decoded at half scale: both sides still >= 256
-    assert abs(image.getpixel((100, 100))[0] - 200) <= 3
-    assert load_rgb_image(path, min_side=400).size == (630, 534)  # half scale would be too small
+def test_feature_batches_shuffle_anew_every_pass():
+    batches = FeatureBatches(numbered(20), batch_size=8, shuffle=True, seed=3)
+    orders = []
+    for _ in range(2):
+        passed = list(batches)
+        assert [len(labels) for _, labels in passed] == [8, 8, 4]
+        assert all(torch.equal(x.view(-1), y.float()) for x, y in passed)  # features stay with their labels
+        orders.append(torch.cat([labels for _, labels in passed]).tolist())
+    assert sorted(orders[0]) == sorted(orders[1]) == list(range(20))
+    assert orders[0] != list(range(20)) and orders[0] != orders[1]
+    again = FeatureBatches(numbered(20), batch_size=8, shuffle=True, seed=3)
+    assert [torch.cat([y for _, y in again]).tolist() for _ in range(2)] == orders  # the seed repeats it
 
 
-def test_reduced_decoding_names_a_broken_file(tmp_path):
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"not a picture")
-    with pytest.raises(ValueError, match="broken.jpg"):
-        load_rgb_image(broken, 256)
+def test_feature_batches_use_the_next_view_each_pass():
+    batches = FeatureBatches([numbered(6), numbered(6, offset=100), numbered(6, offset=200)], batch_size=6,
+                             shuffle=False)
+    firsts = [next(iter(batches))[0][0].item() for _ in range(4)]
+    assert firsts == [0.0, 100.0, 200.0, 0.0]
 
 
-def test_extract_features_of_an_empty_loader_is_an_error(make_backbone):
-    with pytest.raises(ValueError, match="no batches"):
-        extract_features(make_backbone(), [], "cpu", progress=False)
+# --- heads on features -----------------------------------------------------------------------------
 
-
-# ---------------------------------------------------------------------------------------------- head training
-
-def separable(n: int, features: int = 16, classes: int = 4, seed: int = 0, views: int = 0) -> FeatureSet:
+def separable(n: int, features: int = 16, classes: int = 4, seed: int = 0) -> FeatureSet:
     """An easy problem: each class is a cluster around its own random centre."""
     generator = torch.Generator().manual_seed(seed)
     centres = torch.randn(classes, features, generator=torch.Generator().manual_seed(99)) * 3
     labels = torch.arange(n) % classes
-    shape = (views, n, features) if views else (n, features)
-    points = centres[labels] + torch.randn(shape, generator=generator)
-    return FeatureSet(points, labels, [str(c) for c in range(classes)])
+    return FeatureSet(centres[labels] + torch.randn(n, features, generator=generator), labels,
+                      [str(c) for c in range(classes)])
 
 
-def test_history_has_fits_keys_and_one_entry_per_epoch():
-    head, history = train_head_on_features(separable(64), separable(32, seed=1), [8], 0.0, 0.01, epochs=3,
-                                           batch_size=16, device="cpu")
-    assert tuple(history) == HISTORY_KEYS
-    assert history["epoch"] == [1, 2, 3]
-    assert all(len(values) == 3 for values in history.values())
-    assert all(0 <= value <= 1 for value in history["train_accuracy"] + history["valid_accuracy"])
-    assert head[0].in_features == 16 and head.output.out_features == 4
-    assert not head.training
+def test_a_head_learns_separable_features():
+    head, history = train_head(separable(128), separable(64, seed=1), [16], 0.2, lr=0.01, epochs=10,
+                               batch_size=16, device="cpu")
+    assert history["valid_accuracy"][-1] >= 0.9  # chance is 0.25
+    assert len(history["train_eval_accuracy"]) == 10 and history["train_eval_accuracy"][-1] >= 0.9
+    assert not head.training and next(head.parameters()).device.type == "cpu"
+    log_probs = head(separable(32, seed=2).features)
+    assert torch.allclose(log_probs.exp().sum(dim=1), torch.ones(32), atol=1e-5)
 
 
-def test_an_easy_problem_is_learned():
-    head, history = train_head_on_features(separable(256), separable(128, seed=1), [32], 0.2, 0.01, epochs=8,
-                                           batch_size=32, device="cpu")
-    assert history["valid_accuracy"][-1] >= 0.95
-    assert history["train_loss"][-1] < history["train_loss"][0]
-    log_probs = head(separable(128, seed=1).features)
-    assert torch.allclose(log_probs.exp().sum(dim=1), torch.ones(128), atol=1e-5)
+def test_features_from_the_cache_train_a_head(tiny_root, make_backbone, tmp_path):
+    extracted = cache(make_backbone(), tiny_root, tmp_path)
+    head, history = train_head(extracted["train"], extracted["valid"], [8], epochs=2, batch_size=4, device="cpu")
+    assert history["epoch"] == [1, 2] and head.output.out_features == 6 and len(extracted["train"].labels) == 24
 
 
 def test_same_seed_same_result_and_another_seed_differs():
     def run(seed: int) -> dict:
-        return train_head_on_features(separable(96), separable(32, seed=1), [8], 0.3, 0.01, epochs=2,
-                                      batch_size=16, device="cpu", seed=seed)[1]
+        return train_head(separable(96), separable(32, seed=1), [8], 0.3, 0.01, epochs=2, batch_size=16,
+                          device="cpu", seed=seed)[1]
     first, again, other = run(0), run(0), run(1)
-    for key in ("train_loss", "train_accuracy", "valid_loss", "valid_accuracy"):
+    for key in ("train_loss", "train_accuracy", "train_eval_loss", "valid_loss", "valid_accuracy"):
         assert first[key] == again[key]
     assert first["train_loss"] != other["train_loss"]
 
 
 def test_views_are_used_one_per_epoch():
-    train = separable(64, views=2)
-    valid = separable(32, seed=1)
-    _, with_views = train_head_on_features(train, valid, [8], 0.0, 0.01, epochs=2, batch_size=64, device="cpu",
-                                           shuffle=False)
-    _, first_only = train_head_on_features(FeatureSet(train.features[0], train.labels, train.classes), valid,
-                                           [8], 0.0, 0.01, epochs=2, batch_size=64, device="cpu", shuffle=False)
+    views = [separable(64, seed=0), separable(64, seed=5)]
+    plain, valid = separable(64, seed=7), separable(32, seed=1)
+    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.01, "epochs": 2, "batch_size": 64, "device": "cpu",
+               "shuffle": False}
+    _, with_views = train_head(views, valid, train_eval=plain, **options)
+    _, first_only = train_head(views[0], valid, train_eval=plain, **options)
     assert with_views["train_loss"][0] == first_only["train_loss"][0]  # epoch 1 uses view 0 in both
     assert with_views["train_loss"][1] != first_only["train_loss"][1]  # epoch 2: view 1 versus view 0 again
 
 
-def test_feature_batches_keep_the_stored_order_unless_shuffled():
-    features, labels = torch.arange(10.0).view(10, 1), torch.arange(10)
-    batches = list(feature_batches(features, labels, 4, shuffle=False))
-    assert [b.tolist() for _, b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    shuffled = list(feature_batches(features, labels, 4, shuffle=True, generator=torch.Generator().manual_seed(0)))
-    order = torch.cat([b for _, b in shuffled])
-    assert sorted(order.tolist()) == list(range(10)) and order.tolist() != list(range(10))
-    assert all(torch.equal(x.view(-1), y.float()) for x, y in shuffled)  # features stay with their labels
+def test_training_accuracy_is_measured_on_the_plain_features():
+    views, plain, valid = [separable(64, seed=0), separable(64, seed=5)], separable(48, seed=7), separable(32, seed=1)
+    head, history = train_head(views, valid, [8], 0.0, 0.01, epochs=2, batch_size=16, device="cpu", train_eval=plain)
+    kept = best_epoch(history) - 1  # the head returned has the best epoch's weights
+    on_plain = evaluate(head, FeatureBatches(plain, 64, shuffle=False), device="cpu")
+    on_view = evaluate(head, FeatureBatches(views[0], 64, shuffle=False), device="cpu")
+    assert history["train_eval_loss"][kept] == pytest.approx(on_plain["loss"], rel=1e-5)
+    assert history["train_eval_loss"][kept] != pytest.approx(on_view["loss"], rel=1e-3)
+    with pytest.raises(ValueError, match="train_eval"):  # several views and nothing plain to measure on
+        train_head(views, valid, [8], epochs=1, device="cpu")
 
 
 def test_shuffle_false_trains_on_the_stored_order():
     train = separable(64)
     order = torch.argsort(train.labels, stable=True)  # sorted by class, as the cache stores it
     ordered = FeatureSet(train.features[order], train.labels[order], train.classes)
-    valid = separable(32, seed=1)
-    kwargs = dict(hidden_units=[8], dropout=0.0, lr=0.05, epochs=2, batch_size=16, device="cpu")
-    _, unshuffled = train_head_on_features(ordered, valid, shuffle=False, **kwargs)
-    _, unshuffled_again = train_head_on_features(ordered, valid, shuffle=False, **kwargs)
-    _, shuffled = train_head_on_features(ordered, valid, shuffle=True, **kwargs)
-    assert unshuffled == {**unshuffled_again, "seconds": unshuffled["seconds"]}
+    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.05, "epochs": 2, "batch_size": 16, "device": "cpu"}
+    unshuffled = train_head(ordered, separable(32, seed=1), shuffle=False, **options)[1]
+    unshuffled["seconds"] = None
+    again = train_head(ordered, separable(32, seed=1), shuffle=False, **options)[1]
+    again["seconds"] = None
+    shuffled = train_head(ordered, separable(32, seed=1), shuffle=True, **options)[1]
+    assert unshuffled == again
     assert unshuffled["train_loss"] != shuffled["train_loss"]
 
 
-def test_no_hidden_layer_and_bad_input_are_handled():
-    head, history = train_head_on_features(separable(32), separable(16, seed=1), [], 0.0, 0.01, epochs=1,
-                                           device="cpu")
-    assert isinstance(head[0], nn.Linear) and len(history["epoch"]) == 1
-    with pytest.raises(ValueError, match="labels"):
-        train_head_on_features((torch.zeros(5, 4), torch.zeros(6)), separable(4), epochs=1, device="cpu")
-    with pytest.raises(ValueError, match="epochs"):
-        train_head_on_features(separable(8), separable(8), epochs=0, device="cpu")
-    with pytest.raises(ValueError, match="same backbone"):
-        train_head_on_features(separable(8, features=16), separable(8, features=12), epochs=1, device="cpu")
+def test_no_hidden_layer_is_a_linear_classifier():
+    head, history = train_head(separable(32), separable(16, seed=1), [], 0.0, 0.01, epochs=1, device="cpu")
+    assert [type(layer) for layer in head] == [nn.Linear, nn.LogSoftmax] and len(history["epoch"]) == 1
 
 
-def test_small_heads_train_on_one_thread_and_big_ones_on_all():
-    assert threads_for_head(16, 512, [128], 6) == 1  # the tiny slice's heads
-    assert threads_for_head(256, 1280, [512], 102) == torch.get_num_threads()  # the classic split's
-    before = torch.get_num_threads()
-    train_head_on_features(separable(32), separable(16, seed=1), [8], 0.0, 0.01, epochs=1, device="cpu")
-    assert torch.get_num_threads() == before  # restored afterwards
+# --- experiments -----------------------------------------------------------------------------------
+
+CLASSES, PER_CLASS, FEATURES = 3, 10, 16
 
 
-# ---------------------------------------------------------------------------------------------- the benchmark
-
-def test_bench_quick_prints_its_table():
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
-    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--images", "4", "--device", "cpu",
-                           "--threads", "1"],
-                          cwd=REPOSITORY, env=environment, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("measurement"))
-    assert lines[header].split() == ["measurement", "images", "seconds", "images/s", "ratio", "target", "met"]
-    table = "\n".join(lines[header:])
-    for stage in ("decode + eval transform, full-size", "decode + eval transform, prepared", "backbone forward",
-                  "training epoch", "extraction: plain DataLoader(num_workers=2)",
-                  "extraction: extract_features(extraction_loader)", "head on features"):
-        assert stage in table, stage
-    assert ">= 2.5x" in table and ">= 1.5x" in table
-    assert "x vs full-size" in table and "x vs plain" in table
-    assert "random weights" in done.stdout and "load average" in done.stdout
+def clusters(per_class: int = PER_CLASS, seed: int = 0) -> FeatureSet:
+    """Features sorted by class, each class a tight cloud around its own far-away centre."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(CLASSES).repeat_interleave(per_class)
+    features = torch.eye(CLASSES, FEATURES)[labels] * 6 + 0.3 * torch.randn(len(labels), FEATURES, generator=generator)
+    return FeatureSet(features, labels, [str(c) for c in range(CLASSES)])
 
 
-def test_freshly_extracted_features_train_a_head_in_stored_order(tiny_root, make_backbone, tmp_path):
-    extracted = cache(make_backbone(), tiny_root, tmp_path)  # extracted now, not loaded from the cache
-    head, history = train_head_on_features(extracted["train"], extracted["valid"], [8], epochs=2,
-                                           batch_size=4, shuffle=False, device="cpu")
-    assert len(history["epoch"]) == 2 and history["train_loss"][0] > 0
+def test_run_variants_overrides_common_settings_and_counts_parameters():
+    runs = run_variants(clusters(), clusters(4, seed=1), {"none": {"hidden_units": []}, "one": {"hidden_units": [8]}},
+                        epochs=3, dropout=0.0, seed=0, device="cpu")
+    assert list(runs) == ["none", "one"]
+    assert runs["none"].parameters == FEATURES * CLASSES + CLASSES
+    assert runs["one"].parameters == (FEATURES * 8 + 8) + (8 * CLASSES + CLASSES)
+    assert runs["one"].config == {"epochs": 3, "dropout": 0.0, "seed": 0, "device": "cpu", "hidden_units": [8]}
+    assert runs["one"].history["epoch"] == [1, 2, 3]
+
+
+def test_run_variants_can_train_a_variant_on_its_own_training_set():
+    small = stratified_subset(clusters(), 0.1)
+    runs = run_variants(clusters(), clusters(4, seed=1), {"all": {}, "small": {"train": small}}, epochs=1,
+                        batch_size=4, lr=0.01, device="cpu")
+    assert "train" not in runs["small"].config
+    # different data, different evaluation-mode training accuracy denominators and losses
+    assert runs["all"].history["train_loss"] != runs["small"].history["train_loss"]
+
+
+def test_run_variants_needs_at_least_one_variant():
+    with pytest.raises(ValueError, match="variants"):
+        run_variants(clusters(), clusters(4, seed=1), {})
+
+
+def fake_run(while_training, eval_mode, valid) -> Run:
+    epochs = list(range(1, len(valid) + 1))
+    history = {"epoch": epochs, "train_loss": [1.0] * len(epochs), "valid_loss": [1.0] * len(epochs),
+               "train_accuracy": while_training, "train_eval_accuracy": eval_mode, "valid_accuracy": valid,
+               "seconds": [0.1] * len(epochs)}
+    return Run({}, history, 1234, 0.5)
+
+
+def test_summary_rows_report_final_best_and_the_evaluation_mode_gap():
+    rows = summary_rows({"a": fake_run([0.4, 0.6, 0.7], [0.5, 0.9, 1.0], [0.4, 0.8, 0.75])})
+    assert rows == [{"run": "a", "final valid accuracy": 0.75, "best valid accuracy": 0.8, "best epoch": 2,
+                     "train accuracy": 1.0, "gap (train - valid)": pytest.approx(0.25),
+                     "parameters": 1234, "seconds": 0.5}]
+
+
+def test_stratified_subset_keeps_the_fraction_of_every_class():
+    train = clusters()
+    subset = stratified_subset(train, 0.5, seed=0)
+    assert subset.labels.bincount().tolist() == [5, 5, 5]
+    assert subset.classes == train.classes
+    assert torch.equal(subset.labels, subset.labels.sort().values)  # still in stored order
+    for row, label in zip(subset.features, subset.labels):  # the kept rows are original rows, with their labels
+        matches = (train.features == row).all(dim=1).nonzero().flatten()
+        assert len(matches) == 1 and train.labels[matches[0]] == label
+
+
+def test_stratified_subset_keeps_at_least_one_per_class_and_repeats_with_its_seed():
+    train = clusters()
+    assert stratified_subset(train, 0.01).labels.tolist() == [0, 1, 2]
+    assert torch.equal(stratified_subset(train, 0.3, seed=4).features, stratified_subset(train, 0.3, seed=4).features)
+    assert not torch.equal(stratified_subset(train, 0.3, seed=4).features, stratified_subset(train, 0.3, seed=5).features)
+    assert torch.equal(stratified_subset(train, 1.0).features, train.features)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
+def test_stratified_subset_rejects_impossible_fractions(fraction):
+    with pytest.raises(ValueError, match="fraction"):
+        stratified_subset(clusters(), fraction)

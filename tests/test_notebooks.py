@@ -1,4 +1,5 @@
-"""The notebooks' shape: committed clean, with badge, setup and settings cells, summary and exercises.
+"""The notebooks' shape: committed clean, with badge, setup and settings cells, summary, exercises with
+revealable solutions and further reading; test markers as cell tags.
 
 nbval runs them (``make test``); these tests check what nbval cannot: that they are
 stored without outputs, that their Colab parts are in step with pyproject.toml, that
@@ -21,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 COURSE = ["00_quickstart", "01_loading_data", "02_augmentation", "03_pretrained_backbone_and_head",
-          "04_training", "05_overfitting_experiments", "06_inference"]
+          "04_training", "05_overfitting_experiments", "06_inference", "07_fine_tuning"]
 sys.path.insert(0, str(ROOT / "tools"))
 from sync_notebooks import SETUP_MARKER, badge, repository_url  # noqa: E402
 
@@ -68,11 +69,42 @@ def test_setup_then_settings_cell(name):
     assert "get_settings()" in settings and "print(settings.describe())" in settings
 
 
+def markdown_after(notebook: dict, heading: str) -> str:
+    """The markdown from the heading that contains ``heading`` to the next heading of the same level."""
+    text = "\n".join(source(cell) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
+    match = re.search(rf"^(#+) [^\n]*{heading}[^\n]*$", text, re.MULTILINE | re.IGNORECASE)
+    assert match, f"no '{heading}' heading"
+    rest = text[match.end():]
+    following = re.search(rf"^#{{1,{len(match.group(1))}}} ", rest, re.MULTILINE)
+    return rest[:following.start()] if following else rest
+
+
 @pytest.mark.parametrize("name", COURSE)
-def test_ends_with_summary_and_exercises(name):
-    tail = "\n".join(source(cell) for cell in load(name)["cells"][-3:] if cell["cell_type"] == "markdown")
-    assert re.search(r"^#+ .*Summary", tail, re.MULTILINE | re.IGNORECASE)
-    assert re.search(r"^#+ .*Exercises", tail, re.MULTILINE | re.IGNORECASE)
+def test_ends_with_summary_exercises_and_further_reading(name):
+    cells = load(name)["cells"]
+    tail = "\n".join(source(cell) for cell in cells[-6:] if cell["cell_type"] == "markdown")
+    headings = re.findall(r"^#+ (.*)$", tail, re.MULTILINE)
+    order = [next((i for i, h in enumerate(headings) if word in h.lower()), None)
+             for word in ("summary", "exercises", "further reading")]
+    assert None not in order and order == sorted(order), f"Summary, Exercises, Further reading in that order: {headings}"
+    assert "http" in markdown_after(load(name), "Further reading"), "further reading needs links"
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_every_exercise_has_a_revealable_hint_and_solution(name):
+    exercises = markdown_after(load(name), "Exercises")
+    numbered = re.split(r"^(?:\d+\.|#{3,} )", exercises, flags=re.MULTILINE)[1:]
+    assert numbered, "no numbered exercises"
+    for exercise in numbered:
+        assert re.search(r"<details>\s*<summary>\s*Hint", exercise, re.IGNORECASE), exercise[:80]
+        assert re.search(r"<details>\s*<summary>\s*Solution", exercise, re.IGNORECASE), exercise[:80]
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_test_markers_are_cell_tags_not_comments(name):
+    for cell in load(name)["cells"]:
+        assert "NBVAL" not in source(cell).upper(), "use the cell tag nbval-check-output, not a visible comment"
+    assert any("nbval-check-output" in cell.get("metadata", {}).get("tags", []) for cell in code_cells(load(name)))
 
 
 def helper_function_names() -> set[str]:
@@ -104,7 +136,7 @@ def test_no_helper_redefined_and_no_star_import(name):
 @pytest.mark.parametrize("name", COURSE)
 def test_every_checked_cell_has_a_recorded_output(name):
     expected = json.loads((NOTEBOOKS / "expected_outputs.json").read_text()).get(f"{name}.ipynb", {})
-    checked = [cell for cell in code_cells(load(name)) if "# NBVAL_CHECK_OUTPUT" in source(cell)]
+    checked = [cell for cell in code_cells(load(name)) if "nbval-check-output" in cell.get("metadata", {}).get("tags", [])]
     for cell in checked:
         assert cell.get("id") in expected, f"{name}: record the output of {source(cell)[:60]!r}"
         assert expected[cell["id"]], f"{name}: the recorded output of a checked cell is empty"

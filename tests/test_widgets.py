@@ -1,13 +1,23 @@
-"""Tests for helpers.widgets: the head explorer's callback and controls, at the sliders' extremes."""
+"""helpers.widgets: the head sliders, their callbacks at the sliders' extremes, and the slider panel."""
 
 from __future__ import annotations
 
 import inspect
+import re
 
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
 import pytest
-from torch import nn
+import torch
 
 from helpers import widgets
+from helpers.features import FeatureSet
+from helpers.model import build_head
+
+CLASSES, FEATURES = 3, 16
 
 
 def expected_parameters(features: int, classes: int, layers: int, units: int) -> int:
@@ -16,85 +26,132 @@ def expected_parameters(features: int, classes: int, layers: int, units: int) ->
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
+def trainable_in(text: str) -> int:
+    return int(re.search(r"= ([\d,]+) trainable", text).group(1).replace(",", ""))
+
+
 EXTREMES = [(layers, units, dropout)
-            for layers in widgets.HIDDEN_LAYER_RANGE
+            for layers in (0, widgets.MAX_HIDDEN_LAYERS)
             for units in (widgets.UNIT_CHOICES[0], widgets.UNIT_CHOICES[-1])
-            for dropout in widgets.DROPOUT_RANGE]
+            for dropout in (0.0, widgets.MAX_DROPOUT)]
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
 
 
 @pytest.mark.parametrize("layers, units, dropout", EXTREMES)
 def test_describe_head_at_the_slider_extremes(layers, units, dropout):
-    summary = widgets.describe_head(512, 102, layers, units, dropout)
-    linears = [m for m in summary.head if isinstance(m, nn.Linear)]
-    dropouts = [m for m in summary.head if isinstance(m, nn.Dropout)]
-    assert len(linears) == layers + 1
-    assert linears[0].in_features == 512 and linears[-1].out_features == 102
-    assert all(layer.out_features == units for layer in linears[:-1])
-    assert len(dropouts) == layers and all(d.p == dropout for d in dropouts)
-    assert isinstance(summary.head[-1], nn.LogSoftmax)
-    assert summary.trainable == expected_parameters(512, 102, layers, units)
-    assert f"= {summary.trainable:,} trainable" in summary.text
-    assert repr(summary) == summary.text
+    text = widgets.describe_head(512, 102, layers, units, dropout)
+    assert trainable_in(text) == expected_parameters(512, 102, layers, units)
+    widths = re.search(r"widths: +(.*)", text).group(1)
+    assert widths == " -> ".join(f"{w:,}" for w in [512, *([units] * layers), 102])
+    assert str(build_head(512, 102, [units] * layers, dropout)) in text  # the layers themselves
 
 
-def test_no_hidden_layer_is_a_single_linear_layer_without_dropout():
-    summary = widgets.describe_head(512, 6, 0, 512, 0.5)
-    assert [type(m) for m in summary.head] == [nn.Linear, nn.LogSoftmax]
-    assert "no hidden layer" in summary.text and "no dropout" in summary.text
-    assert "widths:      512 -> 6" in summary.text
+def test_describe_head_counts_the_cost_and_the_parameters_per_image():
+    text = widgets.describe_head(2048, 102, 2, 256, 0.3, train_images=48)
+    assert f"{2048 * 256 + 256 * 256 + 256 * 102:,} multiply-adds" in text
+    assert f"{expected_parameters(2048, 102, 2, 256) / 48:,.0f} parameters per training image" in text
+    assert "per training image" not in widgets.describe_head(2048, 102, 2, 256, 0.3)
 
 
-def test_text_reports_widths_cost_and_dropout():
-    summary = widgets.describe_head(2048, 102, 2, 256, 0.3)
-    assert "widths:      2,048 -> 256 -> 256 -> 102" in summary.text
-    assert f"{2048 * 256 + 256 * 256 + 256 * 102:,} multiply-adds per image" in summary.text
-    assert "dropout p=0.3 after each hidden layer" in summary.text
-    assert "(off)" in widgets.describe_head(512, 6, 1, 64, 0.0).text
-
-
-def test_parameters_per_training_image_only_when_the_count_is_given():
-    without = widgets.describe_head(512, 6, 1, 512, 0.2)
-    with_images = widgets.describe_head(512, 6, 1, 512, 0.2, train_images=48)
-    assert "per training image" not in without.text
-    assert f"{expected_parameters(512, 6, 1, 512) / 48:,.0f} parameters per training image (48 images)" in with_images.text
-
-
-@pytest.mark.parametrize("kwargs, message", [
+@pytest.mark.parametrize("kwargs, word", [
     ({"hidden_layers": -1}, "hidden_layers"),
     ({"dropout": 1.0}, "dropout"),
-    ({"units": 0}, "at least 1 unit"),
+    ({"units": 0}, "unit"),
 ])
-def test_bad_values_are_refused_with_the_value_named(kwargs, message):
+def test_bad_values_are_refused(kwargs, word):
     values = {"hidden_layers": 1, "units": 64, "dropout": 0.2, **kwargs}
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=word):
         widgets.describe_head(512, 6, **values)
 
 
-def test_controls_match_the_callback_and_the_published_ranges():
-    controls = widgets.head_explorer_controls()
+def test_controls_cover_the_published_ranges():
+    controls = widgets.head_controls()
+    assert set(controls) == {"hidden_layers", "units", "dropout"}
     assert set(controls) <= set(inspect.signature(widgets.describe_head).parameters)
     layers, units, dropout = controls["hidden_layers"], controls["units"], controls["dropout"]
-    assert (layers.min, layers.max, layers.value) == (*widgets.HIDDEN_LAYER_RANGE, 1)
+    assert (layers.min, layers.max, layers.value) == (0, widgets.MAX_HIDDEN_LAYERS, 1)
     assert tuple(units.options) == widgets.UNIT_CHOICES and units.value == 512
-    assert (dropout.min, dropout.max) == widgets.DROPOUT_RANGE and dropout.value == pytest.approx(0.2)
-    # the largest dropout the slider allows must be one build_head accepts
-    widgets.describe_head(512, 6, 1, 16, dropout.max)
+    assert (dropout.min, dropout.max, dropout.value) == (0, pytest.approx(widgets.MAX_DROPOUT), pytest.approx(0.2))
+    build_head(512, 6, [16], dropout.max)  # the largest dropout the slider allows is one build_head accepts
+
+
+def test_a_learning_rate_slider_only_when_asked():
+    controls = widgets.head_controls(hidden_layers=0, units=64, dropout=0.0, learning_rate=0.001)
+    assert {value for _, value in controls["learning_rate"].options} == set(widgets.LEARNING_RATES)
+    assert controls["learning_rate"].value == 0.001
+    assert (controls["hidden_layers"].value, controls["units"].value) == (0, 64)
 
 
 def test_controls_refuse_a_unit_count_the_slider_does_not_offer():
-    with pytest.raises(ValueError, match="units must be one of"):
-        widgets.head_explorer_controls(units=500)
+    with pytest.raises(ValueError, match="500"):
+        widgets.head_controls(units=500)
 
 
-def test_slider_panel_runs_the_explorer_with_defaults_and_again_on_change():
+def test_slider_panel_runs_the_callback_with_defaults_and_again_on_release():
     calls = []
 
     def callback(**values):
         calls.append(values)
         return widgets.describe_head(512, 6, **values)
 
-    controls = widgets.head_explorer_controls(hidden_layers=2, units=64, dropout=0.4)
+    controls = widgets.head_controls(hidden_layers=2, units=64, dropout=0.4)
     widgets.slider_panel(controls, callback)
     assert calls == [{"hidden_layers": 2, "units": 64, "dropout": pytest.approx(0.4)}]
+    assert not any(control.continuous_update for control in controls.values())  # not while a slider moves
     controls["hidden_layers"].value = 0
-    assert calls[-1]["hidden_layers"] == 0 and len(calls) == 2
+    assert len(calls) == 2 and calls[-1]["hidden_layers"] == 0
+
+
+def test_slider_panel_closes_the_figures_it_shows():
+    def draw(**values):
+        figure, axis = plt.subplots()
+        axis.set_title(str(values))
+        return figure
+
+    controls = widgets.head_controls()
+    widgets.slider_panel(controls, draw)
+    controls["units"].value = 64
+    assert plt.get_fignums() == []  # shown once each, not piling up
+
+
+# --- retraining on cached features ------------------------------------------------------------------
+
+def clusters(per_class: int, seed: int) -> FeatureSet:
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(CLASSES).repeat_interleave(per_class)
+    features = torch.eye(CLASSES, FEATURES)[labels] * 6 + 0.3 * torch.randn(len(labels), FEATURES, generator=generator)
+    return FeatureSet(features, labels, [str(c) for c in range(CLASSES)])
+
+
+def slider_extremes() -> list[dict]:
+    controls = widgets.head_controls(learning_rate=0.001)
+    defaults = {name: control.value for name, control in controls.items()}
+    extremes = [{"hidden_layers": 0}, {"hidden_layers": widgets.MAX_HIDDEN_LAYERS, "units": widgets.UNIT_CHOICES[-1]},
+                {"units": widgets.UNIT_CHOICES[0]}, {"dropout": widgets.MAX_DROPOUT},
+                {"learning_rate": min(widgets.LEARNING_RATES)}, {"learning_rate": max(widgets.LEARNING_RATES)}]
+    return [{**defaults, **extreme} for extreme in extremes]
+
+
+@pytest.mark.parametrize("values", slider_extremes(), ids=lambda v: ",".join(f"{k}={v[k]}" for k in sorted(v)))
+def test_retrain_callback_gives_a_figure_at_every_slider_extreme(values):
+    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1), epochs=2, batch_size=8)
+    figure = retrain(**values)
+    assert isinstance(figure, plt.Figure)
+    title = figure.get_suptitle()
+    assert f"lr {values['learning_rate']:g}" in title and "nan" not in title.lower()
+    if values["hidden_layers"] == 0:
+        assert "hidden none" in title and f"{FEATURES * CLASSES + CLASSES:,} parameters" in title
+    else:
+        assert f"hidden {[values['units']] * values['hidden_layers']}" in title
+
+
+def test_retrain_callback_trains_what_the_sliders_say():
+    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1), epochs=15, batch_size=8)
+    title = retrain(hidden_layers=1, units=16, dropout=0.0, learning_rate=0.01).get_suptitle()
+    assert "valid 100%" in title  # well-separated clusters: a sensible head learns them
+    assert f"{expected_parameters(FEATURES, CLASSES, 1, 16):,} parameters" in title

@@ -1,0 +1,368 @@
+"""helpers.model: the head, build_model with a torchvision name or a custom module, freezing and
+unfreezing, batch norm when fine-tuning, the pretrained-weights path offline (a weight file placed
+in a temporary TORCH_HOME), and the backbone table read from torchvision's metadata."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from helpers import model as model_module
+from helpers.download import OfflineError
+from helpers.data import IMAGENET_MEAN, IMAGENET_STD
+from helpers.model import (FlowerClassifier, backbone_rows, build_head, build_model, calibrate_batchnorm,
+                           check_weights_available, count_parameters, feature_size, freeze, known_backbones,
+                           load_backbone, unfreeze, weights_file)
+
+
+@pytest.fixture(scope="module")
+def resnet18_random() -> FlowerClassifier:
+    torch.manual_seed(0)
+    return build_model("resnet18", 4, [16], pretrained=False)
+
+
+@pytest.fixture
+def resnet(resnet18_random) -> FlowerClassifier:
+    """A private copy of a resnet18 classifier with random weights (frozen backbone)."""
+    return copy.deepcopy(resnet18_random)
+
+
+def trainable_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}
+
+
+def batchnorms(module: nn.Module) -> list[nn.BatchNorm2d]:
+    return [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+# --- the head ----------------------------------------------------------------------------------
+
+def test_head_structure_with_two_hidden_layers():
+    head = build_head(20, 5, [16, 8], dropout=0.3)
+    assert [name for name, _ in head.named_children()] == [
+        "fc1", "relu1", "dropout1", "fc2", "relu2", "dropout2", "output", "log_softmax"]
+    assert (head.fc1.in_features, head.fc1.out_features) == (20, 16)
+    assert (head.fc2.in_features, head.fc2.out_features) == (16, 8)
+    assert (head.output.in_features, head.output.out_features) == (8, 5)
+    assert isinstance(head.relu1, nn.ReLU) and isinstance(head.log_softmax, nn.LogSoftmax)
+    assert head.dropout1.p == head.dropout2.p == 0.3
+    log_probs = head.eval()(torch.randn(4, 20))
+    assert log_probs.shape == (4, 5)
+    assert torch.allclose(log_probs.exp().sum(dim=1), torch.ones(4))
+
+
+def test_head_without_hidden_layers_is_one_linear_layer():
+    head = build_head(20, 3, [], dropout=0.5)
+    assert [type(m) for m in head] == [nn.Linear, nn.LogSoftmax]
+    assert head.output.in_features == 20
+
+
+def test_default_head_has_one_hidden_layer_of_512():
+    head = build_head(10, 4)
+    assert head.fc1.out_features == 512 and head.dropout1.p == 0.2
+
+
+@pytest.mark.parametrize("args, word", [((0, 3, [8], 0.2), "in_features"), ((8, 1, [8], 0.2), "num_classes"),
+                                        ((8, 3, [8], 1.0), "dropout"), ((8, 3, [8], -0.1), "dropout"),
+                                        ((8, 3, [8, 0], 0.2), "unit")])
+def test_head_rejects_bad_arguments(args, word):
+    with pytest.raises(ValueError, match=word):
+        build_head(*args)
+
+
+# --- build_model with a custom module ----------------------------------------------------------
+
+def test_custom_backbone_feature_size_from_a_dummy_forward(make_backbone):
+    backbone = make_backbone(features=8)
+    model = build_model(backbone, num_classes=3, hidden_units=[6], dropout=0.1, pretrained=False)
+    assert model.backbone is backbone and model.in_features == 8 and model.num_classes == 3
+    assert model.custom_backbone is True and model.backbone_name == "Sequential"
+    assert model.head.fc1.in_features == 8 and model.head.output.out_features == 3
+    assert trainable_names(model) == {name for name, _ in model.named_parameters() if name.startswith("head.")}
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_feature_size_keeps_the_training_mode(make_backbone):
+    backbone = make_backbone(features=5).train()
+    assert feature_size(backbone, 32) == 5
+    assert backbone.training is True
+
+
+def test_backbone_returning_feature_maps_gets_a_clear_error():
+    maps = nn.Conv2d(3, 4, 3)  # (batch, 4, H, W): not a feature vector
+    with pytest.raises(ValueError) as error:
+        build_model(maps, 3, pretrained=False)
+    assert "(1, 4, 222, 222)" in str(error.value)  # what it returned for a 224 px image
+    assert "nn.AdaptiveAvgPool2d(1)" in str(error.value) and "nn.Flatten()" in str(error.value)  # the fix
+
+
+def test_backbone_must_be_a_name_or_a_module():
+    with pytest.raises(TypeError, match="int"):
+        build_model(18, 3)
+
+
+def test_frozen_backbone_stays_in_eval_mode():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = build_model(backbone, 3, [4], pretrained=False)
+    running_mean = backbone[1].running_mean.clone()
+    model.train()
+    assert model.training and model.head.training
+    assert not any(module.training for module in model.backbone.modules())
+    images = torch.randn(4, 3, 32, 32) * 3 + 1
+    model(images)
+    assert torch.equal(backbone[1].running_mean, running_mean)  # batch-norm statistics did not drift
+    assert torch.equal(model.backbone(images), model.backbone(images))  # no dropout in the backbone
+    model.eval()
+    assert not model.head.training
+
+
+def test_freeze_and_count_parameters(make_backbone):
+    model = build_model(make_backbone(features=8), 3, [4], pretrained=False)
+    conv = 3 * 8 * 3 * 3 + 8
+    head = (8 * 4 + 4) + (4 * 3 + 3)
+    assert count_parameters(model) == {"total": conv + head, "trainable": head, "frozen": conv}
+    assert freeze(model) is model
+    assert count_parameters(model)["trainable"] == 0
+
+
+# --- build_model with a torchvision name -------------------------------------------------------
+
+def test_known_backbones_are_torchvision_classification_models():
+    names = known_backbones()
+    assert {"resnet18", "vgg16", "mobilenet_v3_small", "efficientnet_b0"} <= set(names)
+    assert names == sorted(names)
+    assert not any(name.startswith(("fcn_", "deeplab", "fasterrcnn", "raft", "r3d")) for name in names)
+
+
+def test_resnet18_with_random_weights(resnet, no_network):
+    assert resnet.backbone_name == "resnet18" and resnet.custom_backbone is False and resnet.pretrained is False
+    assert isinstance(resnet.backbone.fc, nn.Identity)  # ImageNet classifier removed
+    assert resnet.in_features == 512
+    assert all(not p.requires_grad for p in resnet.backbone.parameters())
+    assert not resnet.backbone.training and resnet.head.training
+    with torch.no_grad():
+        assert resnet.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 4)
+    assert no_network == []  # random weights never touch the network
+
+
+def test_random_weights_are_the_same_every_time_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = load_backbone("mobilenet_v3_small", pretrained=False)
+    assert torch.equal(torch.rand(1), expected_next)
+    torch.manual_seed(7)  # whatever the notebook seeded before
+    second = load_backbone("mobilenet_v3_small", pretrained=False)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(ValueError) as error:
+        build_model("resnet19", 3, pretrained=False)
+    assert "resnet19" in str(error.value) and "resnet18" in str(error.value) and "vgg16" in str(error.value)
+
+
+def test_a_network_without_a_linear_classifier_is_refused():
+    with pytest.raises(ValueError, match="nn.Linear"):
+        load_backbone("squeezenet1_1", pretrained=False)
+
+
+def test_another_family_loses_its_last_linear_layer_and_the_table_knows_its_feature_size():
+    backbone = load_backbone("mobilenet_v3_small", pretrained=False)  # its classifier is classifier[3]
+    assert isinstance(backbone.classifier[-1], nn.Identity)
+    assert not any(isinstance(m, nn.Linear) and m.out_features == 1000 for m in backbone.modules())
+    real = feature_size(backbone, image_size=64)
+    assert real == 1024 and backbone_rows(["mobilenet_v3_small"])[0]["features"] == real  # meta device = real
+
+
+# --- unfreezing, and batch norm when a stage trains ---------------------------------------------
+
+def test_unfreeze_layer4_trains_only_layer4_and_the_head(resnet):
+    assert unfreeze(resnet, ["layer4"]) == ["layer4"]
+    expected = {f"backbone.layer4.{n}" for n, _ in resnet.backbone.layer4.named_parameters()} | \
+               {f"head.{n}" for n, _ in resnet.head.named_parameters()}
+    assert trainable_names(resnet) == expected
+    counts = count_parameters(resnet)
+    assert counts["trainable"] == sum(p.numel() for p in resnet.backbone.layer4.parameters()) + \
+        sum(p.numel() for p in resnet.head.parameters())
+
+
+def test_unfreeze_an_unknown_stage_names_the_existing_ones(resnet):
+    with pytest.raises(ValueError) as error:
+        unfreeze(resnet, ["layer5"])
+    for name in ("layer5", "layer1", "layer4", "conv1"):
+        assert name in str(error.value)
+    assert trainable_names(resnet) == {f"head.{n}" for n, _ in resnet.head.named_parameters()}
+
+
+def test_training_mode_with_an_unfrozen_stage(resnet):
+    unfreeze(resnet, ["layer4"])
+    resnet.train()
+    assert all(bn.training for bn in batchnorms(resnet.backbone.layer4))
+    others = [bn for name, child in resnet.backbone.named_children() if name != "layer4" for bn in batchnorms(child)]
+    assert others and not any(bn.training for bn in others)
+    layer4_bn = resnet.backbone.layer4[0].bn1
+    before = layer4_bn.running_mean.clone()
+    frozen_bn = resnet.backbone.layer1[0].bn1.running_mean.clone()
+    resnet(torch.randn(4, 3, 64, 64) * 2 + 1)
+    assert not torch.equal(layer4_bn.running_mean, before)  # the trained stage's statistics follow the data
+    assert torch.equal(resnet.backbone.layer1[0].bn1.running_mean, frozen_bn)  # the frozen ones do not
+
+
+def test_freeze_batchnorm_keeps_an_unfrozen_stages_statistics(resnet):
+    unfreeze(resnet, ["layer4"])
+    resnet.freeze_batchnorm = True
+    resnet.train()
+    assert not any(bn.training for bn in batchnorms(resnet.backbone))
+    assert all(bn.weight.requires_grad for bn in batchnorms(resnet.backbone.layer4))  # their weights still train
+    before = {name: buffer.clone() for name, buffer in resnet.backbone.named_buffers()}
+    resnet(torch.randn(4, 3, 64, 64) * 2 + 1).sum().backward()
+    assert all(torch.equal(buffer, before[name]) for name, buffer in resnet.backbone.named_buffers())
+    assert resnet.backbone.layer4[0].bn1.weight.grad is not None
+    assert resnet.head.training and resnet.head.dropout1.training  # the head's dropout still works
+
+
+def test_from_scratch_model_trains_everything_and_has_no_pretrained_weights(fake_imagenet_weights, no_network):
+    stand_in = fake_imagenet_weights("resnet18")  # what "pretrained" would load, were it asked for
+    torch.manual_seed(0)
+    model = build_model("resnet18", 4, [16], pretrained=False, freeze_backbone=False)
+    assert model.pretrained is False
+    assert trainable_names(model) == {name for name, _ in model.named_parameters()}
+    model.train()
+    assert all(bn.training for bn in batchnorms(model.backbone))
+    assert not torch.equal(model.backbone.conv1.weight, stand_in.conv1.weight)
+    assert not torch.equal(model.backbone.layer4[1].bn2.running_var, stand_in.layer4[1].bn2.running_var)
+    assert no_network == []
+
+
+# --- batch-norm calibration of a random, frozen backbone --------------------------------------------
+
+def bn_backbone(momentum: float = 0.1) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, momentum=momentum), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def image_batches(n: int = 3, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, 12, 12, generator=generator) * 2 + 3, torch.zeros(4, dtype=torch.long))
+            for _ in range(n)]
+
+
+def test_calibrate_batchnorm_measures_the_statistics_of_the_data():
+    backbone, batches = bn_backbone(), image_batches()
+    weights = {k: v.clone() for k, v in backbone.named_parameters()}
+    with torch.no_grad():
+        outputs = [backbone[0](images) for images, _ in batches]
+    expected_mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
+    expected_var = torch.stack([o.transpose(0, 1).flatten(1).var(dim=1) for o in outputs]).mean(0)
+    assert calibrate_batchnorm(backbone, batches) is backbone
+    assert torch.allclose(backbone[1].running_mean, expected_mean, atol=1e-4)
+    assert torch.allclose(backbone[1].running_var, expected_var, rtol=1e-3)
+    assert not backbone.training
+    assert all(torch.equal(p, weights[k]) for k, p in backbone.named_parameters())  # only statistics change
+
+
+def test_calibrate_batchnorm_restores_each_layers_momentum():
+    backbone = bn_backbone(momentum=0.01)
+    calibrate_batchnorm(backbone, image_batches())
+    assert backbone[1].momentum == 0.01
+
+
+def test_calibration_normalises_uint8_batches_first():
+    pixels = torch.randint(0, 256, (4, 3, 12, 12), dtype=torch.uint8)
+    normalised = (pixels.float() / 255 - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    from_bytes = calibrate_batchnorm(bn_backbone(), [(pixels, torch.zeros(4))])
+    from_floats = calibrate_batchnorm(bn_backbone(), [(normalised, torch.zeros(4))])
+    assert torch.allclose(from_bytes[1].running_mean, from_floats[1].running_mean, atol=1e-4)
+
+
+@pytest.mark.parametrize("options, calibrated", [({"pretrained": False}, True), ({"pretrained": True}, False),
+                                                 ({"pretrained": False, "freeze_backbone": False}, False)])
+def test_build_model_calibrates_only_a_random_frozen_backbone(options, calibrated):
+    model = build_model(bn_backbone(), 2, [4], calibration_batches=image_batches(), **options)
+    assert bool(model.backbone[1].running_mean.abs().sum() > 0) is calibrated  # fresh layers hold mean 0
+
+
+def test_calibration_of_a_torchvision_backbone_through_a_loader(micro_root, no_network):
+    from helpers.data import eval_transform, make_loaders
+
+    loaders = make_loaders(micro_root, batch_size=3, eval_tf=eval_transform("resnet18", uint8=True), num_workers=0)
+    model = build_model("resnet18", 3, [8], pretrained=False, calibration_batches=loaders["train_eval"])
+    assert not torch.equal(model.backbone.layer4[1].bn2.running_var, torch.ones(512))
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+# --- pretrained weights, offline ---------------------------------------------------------------
+
+def test_weights_file_lives_in_torch_home(torch_home):
+    path = weights_file("resnet18")
+    assert path.parent == torch_home / "hub" / "checkpoints"
+    assert path.name.startswith("resnet18-") and path.suffix == ".pth"
+
+
+def test_pretrained_weights_load_from_the_cache_without_network(fake_imagenet_weights, no_network, hang_guard):
+    stand_in = fake_imagenet_weights("resnet18")
+    with hang_guard(60):
+        model = build_model("resnet18", num_classes=3, hidden_units=[8], pretrained=True)
+    assert model.pretrained is True and isinstance(model.backbone.fc, nn.Identity)
+    assert torch.equal(model.backbone.conv1.weight, stand_in.conv1.weight)
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, stand_in.layer4[1].bn2.running_var)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert no_network == []  # the cached file was enough: nothing was even looked up
+
+
+def test_pretrained_weights_missing_and_offline_fail_fast_with_advice(torch_home, no_network, hang_guard):
+    with hang_guard(30), pytest.raises(OfflineError) as error:
+        build_model("resnet18", num_classes=3, pretrained=True)
+    message = str(error.value)
+    assert str(weights_file("resnet18")) in message  # where to put the file
+    assert torchvision.models.ResNet18_Weights.DEFAULT.url in message  # what to download
+    assert "FLOWERS_TINY=1" in message and "pretrained=False" in message  # the offline alternatives
+    assert no_network  # it looked, once, and gave up instead of hanging
+    assert not weights_file("resnet18").exists()
+
+
+def test_check_weights_available_when_the_network_is_there(torch_home, monkeypatch):
+    asked = []
+    monkeypatch.setattr(model_module, "can_reach", lambda url, timeout=3.0: asked.append(url) or True)
+    check_weights_available("resnet18")  # no error
+    assert asked == [torchvision.models.ResNet18_Weights.DEFAULT.url]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other model"])
+def test_a_damaged_cached_weights_file_is_named(fake_imagenet_weights, no_network, damage):
+    fake_imagenet_weights("resnet18")
+    path = weights_file("resnet18")
+    if damage == "truncated":  # a copy that stopped part-way
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # the right name, the wrong contents
+        torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(RuntimeError) as error:
+        build_model("resnet18", 3, pretrained=True)
+    assert str(path) in str(error.value)
+
+
+# --- the backbone table ------------------------------------------------------------------------
+
+def test_resnet18_row_matches_torchvision_metadata(no_network, torch_home):
+    (row,) = backbone_rows(["resnet18"])
+    meta = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta
+    assert row == {"backbone": "resnet18", "weights": "IMAGENET1K_V1", "features": 512,
+                   "params (M)": pytest.approx(meta["num_params"] / 1e6), "GFLOPs": pytest.approx(meta["_ops"]),
+                   "ImageNet top-1 %": pytest.approx(meta["_metrics"]["ImageNet-1K"]["acc@1"]),
+                   "resize/crop": "256/224", "download MB": pytest.approx(meta["_file_size"])}
+    assert backbone_rows(["resnet50"])[0]["resize/crop"] == "232/224"
+    assert no_network == [] and not any(torch_home.rglob("*.pth"))  # nothing downloaded
+
+
+def test_backbone_rows_are_sorted_by_cost():
+    rows = backbone_rows(["vgg16", "resnet18", "mobilenet_v3_large"])
+    assert [row["backbone"] for row in rows] == ["mobilenet_v3_large", "resnet18", "vgg16"]
+    assert [row["GFLOPs"] for row in rows] == sorted(row["GFLOPs"] for row in rows)
