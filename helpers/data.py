@@ -235,8 +235,8 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
                  decode_size: int | None = None) -> dict[str, DataLoader]:
     """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
-    Also "train_eval": a fixed sample of up to 1,000 training images with ``eval_tf``,
-    for measuring training accuracy the way validation is measured. Defaults:
+    Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller
+    set) with ``eval_tf``, for measuring training accuracy the way validation is measured. Defaults:
     :func:`train_transform` and :func:`eval_transform` of resnet18. ``seed`` fixes the
     shuffling order; ``num_workers=None`` picks :func:`helpers.config.default_num_workers`.
     """
@@ -249,7 +249,8 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
             for split in SPLITS}
     plain_train = copy.copy(sets["train"])  # the same files, with the evaluation transform
     plain_train.transform = eval_tf
-    sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:1000].sort().values
+    size = min(1000, max(1, len(plain_train) // 2))  # each measured image costs a forward pass every epoch
+    sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     sets["train_eval"] = Subset(plain_train, sample.tolist())
     common = {"batch_size": batch_size, "num_workers": workers, "pin_memory": device.startswith("cuda"),
               "persistent_workers": workers > 0}

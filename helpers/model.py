@@ -7,6 +7,7 @@ stage of the backbone is unfrozen for fine-tuning (notebook 07).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -179,13 +180,14 @@ class FlowerClassifier(nn.Module):
 
 
 @torch.no_grad()
-def calibrate_batchnorm(backbone: nn.Module, batches: Batches) -> nn.Module:
+def calibrate_batchnorm(backbone: nn.Module, batches: Batches, max_batches: int = 2) -> nn.Module:
     """Let a randomly initialised backbone's batch-norm layers measure real statistics; returns it.
 
     Fresh batch-norm layers hold placeholders (mean 0, variance 1) that fit no real image:
     the features then come out nearly the same for every image, and a head on a frozen
-    random backbone hardly learns. One pass over ``batches`` in training mode (no
-    gradients, no weight changes) sets the running means and variances, as pretraining would.
+    random backbone hardly learns. A pass over the first ``max_batches`` batches in training
+    mode (no gradients, no weight changes) sets the running means and variances, as
+    pretraining would; a few dozen images are enough for an average per channel.
     """
     layers = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
     momenta = [layer.momentum for layer in layers]
@@ -194,7 +196,7 @@ def calibrate_batchnorm(backbone: nn.Module, batches: Batches) -> nn.Module:
         layer.reset_running_stats()
         layer.momentum = None  # a plain average over all batches
     backbone.train()
-    for inputs, _ in batches:
+    for inputs, _ in itertools.islice(batches, max_batches):
         backbone(to_model_input(inputs, str(device)))
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum

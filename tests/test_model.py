@@ -262,11 +262,19 @@ def test_calibrate_batchnorm_measures_the_statistics_of_the_data():
         outputs = [backbone[0](images) for images, _ in batches]
     expected_mean = torch.stack([o.mean(dim=(0, 2, 3)) for o in outputs]).mean(0)
     expected_var = torch.stack([o.transpose(0, 1).flatten(1).var(dim=1) for o in outputs]).mean(0)
-    assert calibrate_batchnorm(backbone, batches) is backbone
+    assert calibrate_batchnorm(backbone, batches, max_batches=len(batches)) is backbone
     assert torch.allclose(backbone[1].running_mean, expected_mean, atol=1e-4)
     assert torch.allclose(backbone[1].running_var, expected_var, rtol=1e-3)
     assert not backbone.training
     assert all(torch.equal(p, weights[k]) for k, p in backbone.named_parameters())  # only statistics change
+
+
+def test_calibrate_batchnorm_reads_only_the_first_batches():
+    backbone, batches = bn_backbone(), image_batches()
+    with torch.no_grad():
+        first = backbone[0](batches[0][0])
+    calibrate_batchnorm(backbone, batches, max_batches=1)
+    assert torch.allclose(backbone[1].running_mean, first.mean(dim=(0, 2, 3)), atol=1e-4)
 
 
 def test_calibrate_batchnorm_restores_each_layers_momentum():
