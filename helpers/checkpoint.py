@@ -72,7 +72,8 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
         "backbone_state_dict": ({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
                                 if store_backbone else None),
         "epoch": None if epoch is None else int(epoch),
-        "history": {str(k): [None if v is None else float(v) for v in values] for k, values in history.items()}
+        "history": {str(k): [v if v is None or isinstance(v, int) else float(v) for v in values]
+                    for k, values in history.items()}
         if history else None,
         "cat_to_name": {str(k): str(v) for k, v in names.items()} if names else None,
     }, path)
