@@ -78,12 +78,11 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
         with precision(device):
             log_probs = model(inputs)
         loss = criterion(log_probs.float(), labels)
-        if scaler is not None:
-            scaler.scale(loss).backward()
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if scaler is not None:  # steps only if the scaled gradients are finite, then adapts the scale
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
