@@ -1,10 +1,8 @@
 """Saving and loading a trained classifier safely.
 
 A checkpoint holds only plain Python types and tensors, so it loads with
-``torch.load(..., weights_only=True)``: loading never runs code from the file. Files are
-written atomically (a temporary file, then a rename), so an interrupted save never leaves
-a broken file under the final name. Everything is checked before any weights are loaded,
-and each error names the file and what to do.
+``weights_only=True`` (loading never runs code from the file). Saves are atomic; everything
+is checked before any weights load, and each error names the file and what to do.
 """
 
 from __future__ import annotations

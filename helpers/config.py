@@ -1,11 +1,7 @@
 """Settings from environment variables, seeding, and where and how fast the code runs.
 
-Nothing is read at import time: :func:`get_settings` reads the environment when called.
-The variables (README's "Settings" table says more): ``FLOWERS_DATA_ROOT`` (default
-``~/flowers-data``), ``FLOWERS_TINY`` (1: the generated tiny slice and random weights),
-``FLOWERS_SPLIT`` (classic or official), ``FLOWERS_BACKBONE`` (resnet18), ``FLOWERS_DEVICE``
-(auto, cpu, cuda), ``FLOWERS_WORKERS``, ``FLOWERS_BATCH_SIZE`` (32), ``FLOWERS_RESIZE_TO``
-(256; 0 keeps full-size images) and ``FLOWERS_DATASET_DIR`` (your own ImageFolder root).
+Nothing is read at import time: :func:`get_settings` reads the ``FLOWERS_*`` environment
+variables when called (the README's "Settings" table lists them).
 """
 
 from __future__ import annotations

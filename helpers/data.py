@@ -1,11 +1,7 @@
 """Images, transforms, datasets and DataLoaders: the code notebook 01 writes, saved for reuse.
 
-- :func:`load_rgb_image` opens any image file as an upright RGB picture or raises an
-  error that names the file; :func:`verify_images` checks a whole folder before training.
-- :func:`eval_transform` and :func:`train_transform` follow the chosen backbone's own
-  preprocessing (resize, crop, interpolation, ImageNet mean and std).
-- :class:`FlowerFolder` is ``ImageFolder`` that ignores dot-folders and reports files it skips.
-- :func:`make_loaders` gives the train, valid and test DataLoaders.
+Every error about an image names the file. The transforms follow the chosen backbone's own
+preprocessing (resize, crop, interpolation, mean and std).
 """
 
 from __future__ import annotations

@@ -53,9 +53,6 @@ def can_reach(url: str, timeout: float = 3.0) -> bool:
     return bool(answer and answer[0])
 
 
-# ------------------------------------------------------------------------------------------------
-# One marker scheme for every folder this module writes
-
 def _count_files(root: Path) -> dict[str, int]:
     """Files per split, dot-files and dot-folders (a file browser's .DS_Store, say) not counted."""
     return {split: sum(1 for path in (root / split).rglob("[!.]*") if path.is_file()
@@ -93,9 +90,6 @@ def _start_writing(root: Path, recipe: dict) -> None:
     for split in SPLITS:
         shutil.rmtree(root / split, ignore_errors=True)
 
-
-# ------------------------------------------------------------------------------------------------
-# The tiny generated slice
 
 # (folder, name, petals, petal colour, centre colour). Folder names sort differently as text
 # ("1", "10", "100", "11", "2", "21") and as numbers: the same trap as Flowers102's "1".."102".
@@ -167,9 +161,6 @@ def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_
     _write_marker(root, recipe, complete=True)
     return root
 
-
-# ------------------------------------------------------------------------------------------------
-# Oxford 102 Flowers
 
 def offline_message(download_dir: Path) -> str:
     """What to do when Flowers102 is not on disk and cannot be downloaded."""

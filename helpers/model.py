@@ -234,27 +234,3 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "frozen": total - trainable}
-
-
-def backbone_rows(names: Sequence[str] = ("mobilenet_v3_large", "efficientnet_b0", "resnet18", "densenet121",
-                                          "resnet50", "convnext_tiny", "vgg16", "vit_b_16")) -> list[dict]:
-    """One row per backbone from torchvision's weight metadata (nothing is downloaded), cheapest first.
-
-    The feature size is found by building the network on the ``meta`` device: shapes
-    without values or memory, so even a large network builds in a blink.
-    """
-    rows = []
-    for name in names:
-        weights = torchvision.models.get_model_weights(name).DEFAULT
-        try:
-            with torch.device("meta"):
-                features = feature_size(load_backbone(name, pretrained=False))
-        except NotImplementedError:  # a few constructors need real values
-            features = feature_size(load_backbone(name, pretrained=False))
-        preset, meta = weights.transforms(), weights.meta
-        rows.append({"backbone": name, "weights": weights.name, "features": features,
-                     "params (M)": meta["num_params"] / 1e6, "GFLOPs": float(meta["_ops"]),
-                     "ImageNet top-1 %": float(meta["_metrics"]["ImageNet-1K"]["acc@1"]),
-                     "resize/crop": f"{preset.resize_size[0]}/{preset.crop_size[0]}",
-                     "download MB": float(meta["_file_size"])})
-    return sorted(rows, key=lambda row: row["GFLOPs"])

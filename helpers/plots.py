@@ -14,7 +14,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from helpers.data import IMAGENET_MEAN, IMAGENET_STD, eval_transform, load_rgb_image, train_transform
+from helpers.data import IMAGENET_MEAN, IMAGENET_STD, load_rgb_image
 from helpers.inference import SplitResult, display_name, mistakes
 
 
@@ -98,24 +98,6 @@ def plot_mistakes(result: SplitResult, cat_to_name: Mapping[str, str] | None = N
               f"{display_name(result.classes[result.predicted[i]], cat_to_name)} "
               f"({float(result.probabilities[i].max()):.0%})" for i in chosen]
     return show_images([load_rgb_image(result.paths[i]) for i in chosen], titles, size=2.4)
-
-
-def augmentation_grid(image: Image.Image, strength: float = 1.0, count: int = 11, seed: int = 0,
-                      backbone: str | None = "resnet18") -> plt.Figure:
-    """The evaluation view of ``image``, then ``count`` training views at ``strength`` (notebook 02's slider).
-
-    The random draws come from a forked generator seeded with ``seed``: repeatable, and
-    the rest of the notebook's random state is left alone.
-    """
-    augment = train_transform(backbone, strength)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        views = [augment(image) for _ in range(count)]
-    titles = ["evaluation view", *[f"train view {i}" for i in range(1, count + 1)]]
-    figure = show_images([eval_transform(backbone)(image), *views], titles, size=1.9)
-    figure.suptitle(f"augmentation strength {strength:g} (seed {seed})")
-    figure.tight_layout()
-    return figure
 
 
 def format_table(rows: Sequence[Mapping[str, object]], percent: Sequence[str] = ("accuracy", "share", "gap", "%")) -> str:

@@ -1,14 +1,9 @@
 """The training loop of notebook 04, saved: one epoch, evaluation, and ``fit``.
 
-One loop trains every model of the course, through the backbone on images or on cached
-features alike: it takes any iterable of ``(inputs, labels)`` batches. One inference
-path, :func:`model_outputs`, serves validation, test accuracy, prediction and feature
-extraction, with one precision policy (:func:`helpers.config.autocast_dtype`).
-
-The loss is ``nn.NLLLoss`` because the head ends in ``LogSoftmax``; together they compute
-what ``nn.CrossEntropyLoss`` computes on raw scores. Speed comes from options of this one
-path: uint8 batches normalised on the device, channels-last memory layout, mixed
-precision (float16 on CUDA, bfloat16 on CPUs that compute it natively), fused Adam.
+One loop trains every model of the course, on images or on cached features alike: it
+takes any iterable of ``(inputs, labels)`` batches. One inference path, :func:`model_outputs`,
+serves validation, test accuracy, prediction and feature extraction. The loss is
+``nn.NLLLoss`` because the head ends in ``LogSoftmax`` (together: ``nn.CrossEntropyLoss``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from helpers.features import FeatureSet, run_variants, summary_rows
-from helpers.model import build_head, count_parameters
 from helpers.plots import plot_history
 
 # One set of ranges for every head slider of the course (notebooks 03 and 05).
@@ -64,25 +63,6 @@ def head_controls(hidden_layers: int = 1, units: int = 512, dropout: float = 0.2
                                                             value=learning_rate, description="learning rate",
                                                             style=style)
     return controls
-
-
-def describe_head(in_features: int, num_classes: int, hidden_layers: int, units: int, dropout: float,
-                  train_images: int | None = None) -> str:
-    """Build a head from slider values and describe it: layers, widths, parameters and their cost."""
-    if hidden_layers < 0:
-        raise ValueError(f"hidden_layers must be 0 or more, not {hidden_layers}.")
-    head = build_head(in_features, num_classes, [units] * hidden_layers, dropout)
-    linears = [(name, layer) for name, layer in head.named_children() if hasattr(layer, "weight")]
-    trainable = count_parameters(head)["trainable"]
-    widths = " -> ".join(f"{w:,}" for w in [in_features, *(layer.out_features for _, layer in linears)])
-    lines = [str(head), f"widths:      {widths}",
-             "parameters:  " + " + ".join(f"{name} {count_parameters(layer)['total']:,}" for name, layer in linears)
-             + f" = {trainable:,} trainable",
-             f"cost:        {sum(layer.weight.numel() for _, layer in linears):,} multiply-adds per image"]
-    if train_images:
-        lines.append(f"data:        {trainable / train_images:,.0f} parameters per training image "
-                     f"({train_images:,} images)")
-    return "\n".join(lines)
 
 
 def retrain_callback(train: FeatureSet, valid: FeatureSet, epochs: int = 15, batch_size: int = 256,

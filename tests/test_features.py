@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from helpers import features as features_module
 from helpers.data import FlowerFolder, eval_transform
-from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, run_variants, stratified_subset,
-                              summary_rows, train_head)
+from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, fold_batchnorm, run_variants,
+                              stratified_subset, summary_rows, train_head)
 from helpers.model import build_model
 from helpers.train import best_epoch, evaluate, model_outputs
 
@@ -145,6 +145,23 @@ def test_augmented_views_differ_and_are_cached_too(micro_root, make_backbone, tm
 def test_negative_views_are_an_error(micro_root, make_backbone, tmp_path):
     with pytest.raises(ValueError, match="augmented_views"):
         cache(make_backbone(), micro_root, tmp_path, augmented_views=-1)
+
+
+def test_folding_batchnorm_removes_it_and_keeps_the_outputs():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone.train()(torch.randn(4, 3, 16, 16))  # running statistics that are not the placeholders
+    images = torch.randn(2, 3, 16, 16)
+    expected = backbone.eval()(images)
+    folded = fold_batchnorm(backbone)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())  # the original is left alone
+    assert torch.allclose(folded(images), expected, atol=1e-5)
+
+
+def test_a_model_torch_fx_cannot_trace_is_used_unfolded(make_backbone):
+    counting = CountingBackbone(make_backbone())  # len() of a traced tensor is not allowed
+    assert fold_batchnorm(counting) is counting
 
 
 # --- FeatureBatches --------------------------------------------------------------------------------

@@ -124,33 +124,6 @@ def test_plot_mistakes_without_mistakes_draws_no_image(tiny_root):
     assert shown_arrays(figure) == [] and figure.axes[0].texts
 
 
-# --- augmentation --------------------------------------------------------------------------------------
-
-def test_augmentation_grid_strength_zero_repeats_the_evaluation_view(picture):
-    arrays = shown_arrays(plots.augmentation_grid(picture, strength=0, count=3))
-    assert len(arrays) == 4
-    assert all(np.array_equal(arrays[0], other) for other in arrays[1:])
-
-
-def test_augmentation_grid_is_seeded_and_leaves_the_global_random_state_alone(picture):
-    torch.manual_seed(123)
-    expected_next = torch.rand(1)
-    torch.manual_seed(123)
-    arrays = shown_arrays(plots.augmentation_grid(picture, strength=2, count=2, seed=1))
-    assert torch.equal(torch.rand(1), expected_next)
-    assert not any(np.array_equal(arrays[0], other) for other in arrays[1:])
-    assert not np.array_equal(arrays[1], arrays[2])
-    again = shown_arrays(plots.augmentation_grid(picture, strength=2, count=2, seed=1))
-    assert all(np.array_equal(a, b) for a, b in zip(arrays, again))
-    other = shown_arrays(plots.augmentation_grid(picture, strength=2, count=2, seed=2))
-    assert not np.array_equal(arrays[1], other[1])
-
-
-def test_augmentation_grid_rejects_strength_outside_range(picture):
-    with pytest.raises(ValueError, match="strength"):
-        plots.augmentation_grid(picture, strength=3)
-
-
 # --- the table formatter -------------------------------------------------------------------------------
 
 def test_format_table_aligns_columns_and_formats_numbers():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import re
 
 import matplotlib
 
@@ -26,53 +25,15 @@ def expected_parameters(features: int, classes: int, layers: int, units: int) ->
     return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
-def trainable_in(text: str) -> int:
-    return int(re.search(r"= ([\d,]+) trainable", text).group(1).replace(",", ""))
-
-
-EXTREMES = [(layers, units, dropout)
-            for layers in (0, widgets.MAX_HIDDEN_LAYERS)
-            for units in (widgets.UNIT_CHOICES[0], widgets.UNIT_CHOICES[-1])
-            for dropout in (0.0, widgets.MAX_DROPOUT)]
-
-
 @pytest.fixture(autouse=True)
 def close_figures():
     yield
     plt.close("all")
 
 
-@pytest.mark.parametrize("layers, units, dropout", EXTREMES)
-def test_describe_head_at_the_slider_extremes(layers, units, dropout):
-    text = widgets.describe_head(512, 102, layers, units, dropout)
-    assert trainable_in(text) == expected_parameters(512, 102, layers, units)
-    widths = re.search(r"widths: +(.*)", text).group(1)
-    assert widths == " -> ".join(f"{w:,}" for w in [512, *([units] * layers), 102])
-    assert str(build_head(512, 102, [units] * layers, dropout)) in text  # the layers themselves
-
-
-def test_describe_head_counts_the_cost_and_the_parameters_per_image():
-    text = widgets.describe_head(2048, 102, 2, 256, 0.3, train_images=48)
-    assert f"{2048 * 256 + 256 * 256 + 256 * 102:,} multiply-adds" in text
-    assert f"{expected_parameters(2048, 102, 2, 256) / 48:,.0f} parameters per training image" in text
-    assert "per training image" not in widgets.describe_head(2048, 102, 2, 256, 0.3)
-
-
-@pytest.mark.parametrize("kwargs, word", [
-    ({"hidden_layers": -1}, "hidden_layers"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"units": 0}, "unit"),
-])
-def test_bad_values_are_refused(kwargs, word):
-    values = {"hidden_layers": 1, "units": 64, "dropout": 0.2, **kwargs}
-    with pytest.raises(ValueError, match=word):
-        widgets.describe_head(512, 6, **values)
-
-
 def test_controls_cover_the_published_ranges():
     controls = widgets.head_controls()
-    assert set(controls) == {"hidden_layers", "units", "dropout"}
-    assert set(controls) <= set(inspect.signature(widgets.describe_head).parameters)
+    assert set(controls) == {"hidden_layers", "units", "dropout"}  # what notebook 03's slider callback takes
     layers, units, dropout = controls["hidden_layers"], controls["units"], controls["dropout"]
     assert (layers.min, layers.max, layers.value) == (0, widgets.MAX_HIDDEN_LAYERS, 1)
     assert tuple(units.options) == widgets.UNIT_CHOICES and units.value == 512
@@ -85,6 +46,8 @@ def test_a_learning_rate_slider_only_when_asked():
     assert {value for _, value in controls["learning_rate"].options} == set(widgets.LEARNING_RATES)
     assert controls["learning_rate"].value == 0.001
     assert (controls["hidden_layers"].value, controls["units"].value) == (0, 64)
+    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1))  # notebook 05 passes these controls to it
+    assert set(controls) == set(inspect.signature(retrain).parameters)
 
 
 def test_controls_refuse_a_unit_count_the_slider_does_not_offer():
@@ -97,7 +60,7 @@ def test_slider_panel_runs_the_callback_with_defaults_and_again_on_release():
 
     def callback(**values):
         calls.append(values)
-        return widgets.describe_head(512, 6, **values)
+        return str(build_head(512, 6, [values["units"]] * values["hidden_layers"], values["dropout"]))
 
     controls = widgets.head_controls(hidden_layers=2, units=64, dropout=0.4)
     widgets.slider_panel(controls, callback)
