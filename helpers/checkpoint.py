@@ -46,9 +46,8 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
                     cat_to_name: dict[str, str] | None = None) -> Path:
     """Save ``model`` (backbone name, head shape and weights, class mapping, names) to ``path``.
 
-    The backbone's weights are stored only when torchvision cannot rebuild them: random
-    weights, a custom backbone, or a stage you unfroze and trained (fine-tuning). A
-    checkpoint of a frozen pretrained backbone stays small.
+    The backbone's weights are stored only when torchvision cannot rebuild them (random or
+    custom weights, a fine-tuned stage), so a frozen pretrained backbone's checkpoint is small.
     """
     if not isinstance(model, FlowerClassifier):
         raise TypeError("save_checkpoint expects a model made by helpers.model.build_model.")
@@ -117,11 +116,10 @@ def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
 
 def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                     backbone: str | nn.Module | None = None) -> FlowerClassifier:
-    """Rebuild the classifier saved at ``path`` on ``device`` (a CUDA checkpoint loads on a CPU too).
+    """Rebuild the classifier saved at ``path`` on ``device``, in evaluation mode (CUDA checkpoints load on CPUs).
 
-    ``backbone``: the name you expect (a checkpoint for another backbone is refused before
-    any weights load), or the module a custom-backbone checkpoint needs. The model gets
-    ``class_to_idx``, ``cat_to_name``, ``epoch`` and ``history``, and is in evaluation mode.
+    ``backbone``: the name you expect (another backbone's checkpoint is refused before any
+    weights load), or the module a custom-backbone checkpoint needs.
     """
     path = Path(path).expanduser()
     data = read_checkpoint(path)

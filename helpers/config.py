@@ -103,11 +103,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python's ``random``, NumPy and torch with one number.
-
-    Returns a ``torch.Generator`` seeded the same way: give it to a DataLoader
-    (``generator=``) so that the shuffling order repeats too.
-    """
+    """Seed Python's ``random``, NumPy and torch; returns a seeded ``torch.Generator`` for a DataLoader's shuffling."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -135,11 +131,7 @@ def cpu_cores() -> int:
 
 
 def default_num_workers(device: str) -> int:
-    """Loader worker processes: enough to feed a GPU; none on a small CPU machine.
-
-    On a CPU the network needs the cores itself: with 2 cores, workers beside torch's
-    own threads fight over them (the kernel then spends as long switching as computing).
-    """
+    """Loader worker processes: enough to feed a GPU; none on a 2-core CPU, whose cores the network needs itself."""
     cores = cpu_cores()
     if device.startswith("cuda"):
         return min(8, cores)
@@ -158,9 +150,8 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: str) -> torch.dtype | None:
     """The one precision policy for training and inference: the reduced precision to compute in.
 
-    float16 on CUDA (mixed precision, with a gradient scaler when training); bfloat16 on
-    CPUs that compute it in hardware (about 2.5x faster convolutions there); ``None``
-    (float32) on other CPUs, where bfloat16 is emulated and slower.
+    float16 on CUDA; bfloat16 on CPUs that compute it in hardware (about 2.5x faster
+    convolutions there); ``None`` (float32) on other CPUs, where bfloat16 is slower.
     """
     if device.startswith("cuda"):
         return torch.float16

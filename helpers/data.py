@@ -53,10 +53,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_rgb_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
-    """Open an image file as an upright RGB PIL image (its EXIF orientation applied).
+    """Open an image file as an upright RGB PIL image; every error names the file.
 
-    Errors always name the file: ``FileNotFoundError``/``IsADirectoryError`` for a wrong
-    path, :class:`BadImageError` for an empty, truncated, oversized or non-image file.
     ``min_side``: decode a JPEG at reduced scale (``Image.draft``) while both sides stay at
     least ``min_side`` pixels; much faster when the next step resizes to ``min_side`` anyway.
     """
@@ -114,9 +112,8 @@ def verify_images(root: str | os.PathLike) -> list[str]:
 def preprocessing(backbone: str | None = "resnet18") -> dict:
     """Resize, crop, interpolation, mean and std that ``backbone``'s pretrained weights expect.
 
-    Read from torchvision's weight metadata (no download): resnet18 resizes to 256 and
-    crops 224; resnet50 resizes to 232, efficientnet_b0 uses bicubic interpolation.
-    ``None`` (a backbone of your own) gives the classic 256 / 224 / bilinear.
+    From torchvision's weight metadata (no download): resnet18 256/224, resnet50 232/224,
+    efficientnet_b0 bicubic. ``None`` (your own backbone) gives 256 / 224 / bilinear.
     """
     if backbone is None:
         return {"resize": 256, "crop": 224, "interpolation": transforms.InterpolationMode.BILINEAR,
@@ -129,8 +126,7 @@ def preprocessing(backbone: str | None = "resnet18") -> dict:
 def eval_transform(backbone: str | None = "resnet18", uint8: bool = False) -> transforms.Compose:
     """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get.
 
-    ``uint8=True`` stops at a byte tensor (4x less to move); the model's input step
-    normalises such batches on the device (see :func:`helpers.train.to_model_input`).
+    ``uint8=True`` stops at a byte tensor (4x less to move), normalised later on the device.
     """
     p = preprocessing(backbone)
     steps = [transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"])]
@@ -191,11 +187,10 @@ def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> l
 
 
 class FlowerFolder(datasets.ImageFolder):
-    """``ImageFolder`` that ignores dot-folders and dot-files and names the file when an image is broken.
+    """``ImageFolder`` that ignores dot-files and names the file when an image is broken.
 
-    Files in a class folder that are not images it can read (a phone's ``.heic`` photos,
-    say) are left out with a warning that counts them, instead of silently; ``skipped``
-    lists them. ``decode_size`` decodes JPEGs at reduced scale (see :func:`load_rgb_image`).
+    Files it cannot read (a phone's ``.heic`` photos, say) are left out with a warning that
+    counts them; ``skipped`` lists them. ``decode_size``: see :func:`load_rgb_image`.
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
@@ -232,9 +227,8 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
     """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
     Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller
-    set) with ``eval_tf``, for measuring training accuracy the way validation is measured. Defaults:
-    :func:`train_transform` and :func:`eval_transform` of resnet18. ``seed`` fixes the
-    shuffling order; ``num_workers=None`` picks :func:`helpers.config.default_num_workers`.
+    set) with ``eval_tf``, to measure training accuracy the way validation is measured.
+    ``seed`` fixes the shuffling order; ``num_workers=None`` picks a sensible default.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")

@@ -1,12 +1,9 @@
 """Getting data onto the disk: Oxford 102 Flowers, the generated tiny slice, and the offline check.
 
-Both datasets are written in the same layout, the one ``ImageFolder`` reads::
-
-    root/train/<class>/<image>.jpg    root/valid/...    root/test/...    root/cat_to_name.json
-
-and both leave a marker file, ``.prepared.json``, that records how the folder was made
-and whether that finished. A second call with the same recipe returns at once; an
-interrupted one is redone; a folder this module did not write is never touched.
+Both are written as ``root/{train,valid,test}/<class>/<image>.jpg`` plus ``root/cat_to_name.json``,
+with a marker file, ``.prepared.json``, that records the recipe and whether it finished: a
+second call with the same recipe returns at once, an interrupted one is redone, and a folder
+this module did not write is never touched.
 """
 
 from __future__ import annotations
@@ -22,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from PIL import Image, ImageDraw
+from torchvision.datasets import Flowers102
 
 from helpers.config import SPLITS, Settings
 from helpers.data import check_layout
@@ -37,20 +35,19 @@ class OfflineError(RuntimeError):
 
 def can_reach(url: str, timeout: float = 3.0) -> bool:
     """True if a TCP connection to ``url``'s host opens within ``timeout`` seconds (DNS included)."""
-    parsed = urlparse(url)
-    answer: list[bool] = []
+    parsed, answer = urlparse(url), []
 
     def connect() -> None:
         try:
             with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
                 answer.append(True)
         except OSError:
-            answer.append(False)
+            pass
 
     worker = threading.Thread(target=connect, daemon=True)  # a hanging DNS lookup ignores socket timeouts
     worker.start()
     worker.join(timeout * 2)
-    return bool(answer and answer[0])
+    return bool(answer)
 
 
 def _count_files(root: Path) -> dict[str, int]:
@@ -134,9 +131,8 @@ def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_
                       image_size: int = 256, seed: int = 0) -> Path:
     """Generate the tiny slice in ``root``: drawn flowers, deterministic for a ``seed``, in a second.
 
-    Classes differ in petal count and colours, so a classifier can tell them apart even
-    on a randomly initialised backbone. A finished slice with the same arguments is
-    reused; one with other arguments is replaced (it is generated, nothing of yours).
+    Classes differ in petal count and colours, so even a random backbone can tell them apart.
+    A slice with the same arguments is reused; one with others is replaced (nothing of yours).
     """
     if not 2 <= num_classes <= len(TINY_CLASSES):
         raise ValueError(f"num_classes must be between 2 and {len(TINY_CLASSES)}, not {num_classes}.")
@@ -197,8 +193,6 @@ def download_flowers102(download_dir: Path) -> Path:
     shutil.rmtree(flowers_dir / "jpg", ignore_errors=True)
     if not (flowers_dir / SOURCE_FILES[0]).exists() and not can_reach(SOURCE_URL):
         raise OfflineError(offline_message(download_dir))
-    from torchvision.datasets import Flowers102
-
     try:
         Flowers102(str(download_dir), split="train", download=True)
     except (OSError, RuntimeError) as error:
@@ -246,9 +240,8 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_t
     """Download Oxford 102 Flowers and write it to ``root`` as train/valid/test class folders.
 
     ``split``: "classic" (~80/10/10 of all 8,189 images) or "official" (1,020 / 1,020 / 6,149).
-    ``resize_to``: store each image with this shorter side (256: several times faster to
-    decode every epoch; ``None`` keeps the originals). Downloads go to ``download_dir``
-    (default ``root/downloads``). Idempotent; an interrupted run is redone.
+    ``resize_to``: the shorter side to store (faster decoding; ``None`` keeps the originals).
+    Downloads go to ``download_dir`` (default ``root/downloads``). An interrupted run is redone.
     """
     if resize_to is not None and resize_to < 32:
         raise ValueError(f"resize_to={resize_to} is too small; 256 is the usual choice.")
@@ -260,11 +253,6 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_t
         return root
     flowers_dir = download_flowers102(Path(download_dir).expanduser() if download_dir else root / "downloads")
     labels, official = _read_labels(flowers_dir)
-    from torchvision.datasets import Flowers102
-
-    names = getattr(Flowers102, "classes", None)  # read now, not after copying 8,189 images
-    if names is None or len(names) != 102:
-        raise RuntimeError("This torchvision has no Flowers102.classes; upgrade it (pip install -U torchvision).")
     _start_writing(root, recipe)
     for name, image_ids in split_image_ids(labels, official, split, seed).items():
         for image_id in image_ids:
@@ -272,7 +260,8 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_t
             folder.mkdir(parents=True, exist_ok=True)
             file_name = f"image_{image_id:05d}.jpg"
             copy_image(flowers_dir / "jpg" / file_name, folder / file_name, resize_to)
-    (root / "cat_to_name.json").write_text(json.dumps({str(k): names[k - 1] for k in sorted(set(labels))}, indent=1))
+    names = {str(k): Flowers102.classes[k - 1] for k in sorted(set(labels))}  # torchvision >= 0.21 has the names
+    (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
     _write_marker(root, recipe, complete=True)
     return root
 

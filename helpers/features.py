@@ -37,9 +37,8 @@ class FeatureSet(NamedTuple):
 class FeatureBatches:
     """Cached features as ``(features, labels)`` batches, for :func:`helpers.train.fit`.
 
-    Each pass (epoch) shuffles anew when ``shuffle``; otherwise batches keep the stored
-    order, which is sorted by class. Given several sets (augmented views of the same
-    images), each pass uses the next one, so every epoch sees differently augmented images.
+    Each pass (epoch) shuffles anew when ``shuffle``, else keeps the stored order (sorted by
+    class). Given several sets (augmented views), each pass uses the next one.
     """
 
     def __init__(self, sets: FeatureSet | Sequence[FeatureSet], batch_size: int = 256, shuffle: bool = True,
@@ -78,10 +77,9 @@ def _fingerprint(model: nn.Module, folder: Path) -> str:
 def fold_batchnorm(backbone: nn.Module) -> nn.Module:
     """A copy of ``backbone`` for inference, each batch norm folded into the convolution before it.
 
-    In evaluation mode batch norm is a fixed scale and shift per channel, so it can be
-    merged into the previous convolution's weights and bias: the same features up to
-    rounding, one pass over the activations fewer per layer (about 1.3x faster on a CPU).
-    A model that ``torch.fx`` cannot trace is returned as it is.
+    In evaluation mode batch norm is a fixed scale and shift per channel, which can be merged
+    into the convolution's weights and bias: the same features up to rounding, a little
+    faster. A model that ``torch.fx`` cannot trace is returned as it is.
     """
     try:
         return fuse(backbone.eval())  # traces a copy; ``backbone`` itself is not changed
@@ -122,10 +120,9 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
                     verbose: bool = True) -> dict[str, FeatureSet | list[FeatureSet]]:
     """Features of the train, valid and test images, computed once and then read from ``cache_dir``.
 
-    Images get the backbone's evaluation transform as uint8 tensors (normalised on the
-    device) and are decoded at reduced scale. ``augmented_views=K`` adds "train_views":
-    K passes of the training images through :func:`helpers.data.train_transform`. The cache
-    key covers the backbone's weights, every file, the transform, the precision and the seed.
+    ``augmented_views=K`` adds "train_views": K passes of the training images through
+    :func:`helpers.data.train_transform`. The cache key covers the backbone's weights, every
+    file, the transform, the precision and the seed.
     """
     if augmented_views < 0:
         raise ValueError(f"augmented_views must be 0 or more, not {augmented_views}.")
@@ -157,8 +154,7 @@ def train_head(train: FeatureSet | Sequence[FeatureSet], valid: FeatureSet, hidd
     """A fresh head trained on cached features with :func:`helpers.train.fit`; returns (head, history).
 
     ``train`` may be several augmented views (one per epoch); then pass the un-augmented
-    training features as ``train_eval``: after each epoch, training accuracy is measured in
-    evaluation mode on them (by default on ``train`` itself).
+    features as ``train_eval``, on which training accuracy is measured in evaluation mode.
     """
     views = [train] if isinstance(train, FeatureSet) else list(train)
     if train_eval is None and len(views) > 1:
@@ -190,10 +186,10 @@ def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Ma
 
 
 def summary_rows(runs: Mapping[str, Run]) -> list[dict]:
-    """Per run: final and best validation accuracy, training accuracy (evaluation mode), their gap, size, time.
+    """Per run: final and best validation accuracy, training accuracy, their gap, size and time.
 
-    The gap, training minus validation accuracy after the last epoch, both measured in
-    evaluation mode, is overfitting in one number.
+    The gap (training minus validation accuracy after the last epoch, both in evaluation
+    mode) is overfitting in one number.
     """
     rows = []
     for label, run in runs.items():
@@ -205,15 +201,3 @@ def summary_rows(runs: Mapping[str, Run]) -> list[dict]:
                      "gap (train - valid)": h["train_eval_accuracy"][-1] - h["valid_accuracy"][-1],
                      "parameters": run.parameters, "seconds": run.seconds})
     return rows
-
-
-def stratified_subset(data: FeatureSet, fraction: float, seed: int = 0) -> FeatureSet:
-    """Keep ``fraction`` of each class's examples (at least one), chosen with ``seed``, in stored order."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], not {fraction}.")
-    generator, keep = torch.Generator().manual_seed(seed), []
-    for label in data.labels.unique(sorted=True):
-        members = (data.labels == label).nonzero().flatten()
-        keep.append(members[torch.randperm(len(members), generator=generator)[:max(1, round(fraction * len(members)))]])
-    index = torch.cat(keep).sort().values
-    return FeatureSet(data.features[index], data.labels[index], list(data.classes))

@@ -34,11 +34,7 @@ def process_image(image: str | os.PathLike | Image.Image, backbone: str | None =
 
 
 def idx_to_class(class_to_idx: Mapping[str, int]) -> dict[int, str]:
-    """Invert ``class_to_idx``: output index -> class folder.
-
-    ImageFolder numbers folders in *text* order ("1", "10", "100", "11", ...), so index 2
-    can be folder "100", not "3".
-    """
+    """Output index -> class folder. Folders are numbered in *text* order ("1", "10", "100", ...): 2 is "100"."""
     return {index: folder for folder, index in class_to_idx.items()}
 
 
@@ -124,9 +120,3 @@ def confused_pairs(result: SplitResult, cat_to_name: Mapping[str, str] | None = 
              "images": count, "share": count / per_class[true]}
             for (true, guess), count in sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]]
 
-
-def mistakes(result: SplitResult) -> list[int]:
-    """Indices of the wrongly predicted images, most confident mistakes first."""
-    wrong = (result.labels != result.predicted).nonzero().flatten().tolist()
-    confidence = result.probabilities.max(dim=1).values
-    return sorted(wrong, key=lambda i: -float(confidence[i]))

@@ -53,10 +53,8 @@ def check_weights_available(name: str) -> None:
 def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
 
-    Random weights (``pretrained=False``) are drawn with seed 0, so every run gets the same ones.
-
-    That one rule fits every family: resnet's ``fc``, vgg/densenet/mobilenet/efficientnet's
-    ``classifier[...]``, vit's ``heads.head``.
+    That rule fits every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's ``heads.head``.
+    Random weights (``pretrained=False``) are drawn with seed 0: the same in every run.
     """
     check_backbone_name(name)
     if pretrained:
@@ -148,10 +146,9 @@ def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] =
 class FlowerClassifier(nn.Module):
     """A ``backbone`` followed by a ``head``, and what is needed to rebuild and use them.
 
-    In training mode, every backbone module without trainable parameters stays in
-    evaluation mode: a frozen backbone's batch-norm statistics belong to ImageNet and must
-    not drift. ``freeze_batchnorm=True`` keeps the batch-norm layers of unfrozen stages in
-    evaluation mode too (their weights still train; their running statistics do not move).
+    In training mode, backbone modules without trainable parameters stay in evaluation mode:
+    a frozen backbone's batch-norm statistics must not drift. ``freeze_batchnorm=True`` does
+    the same for the batch norms of unfrozen stages (their weights still train).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
@@ -183,11 +180,9 @@ class FlowerClassifier(nn.Module):
 def calibrate_batchnorm(backbone: nn.Module, batches: Batches, max_batches: int = 2) -> nn.Module:
     """Let a randomly initialised backbone's batch-norm layers measure real statistics; returns it.
 
-    Fresh batch-norm layers hold placeholders (mean 0, variance 1) that fit no real image:
-    the features then come out nearly the same for every image, and a head on a frozen
-    random backbone hardly learns. A pass over the first ``max_batches`` batches in training
-    mode (no gradients, no weight changes) sets the running means and variances, as
-    pretraining would; a few dozen images are enough for an average per channel.
+    Fresh batch-norm layers hold placeholders (mean 0, variance 1) with which a random
+    backbone gives nearly the same features for every image. A pass over ``max_batches``
+    batches in training mode (no gradients) sets the running means and variances instead.
     """
     layers = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
     momenta = [layer.momentum for layer in layers]
@@ -208,11 +203,10 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
                 calibration_batches: Batches | None = None) -> FlowerClassifier:
     """A (frozen) backbone plus a new head for ``num_classes`` classes.
 
-    ``backbone``: a torchvision classification model name (ImageNet weights when
-    ``pretrained``) or any ``nn.Module`` that maps images to feature vectors.
-    ``freeze_backbone=False`` trains everything (the from-scratch baseline of notebook 07).
-    ``calibration_batches`` (e.g. ``loaders["train_eval"]``): with random weights and a frozen
-    backbone, :func:`calibrate_batchnorm` runs on them first; pretrained weights ignore them.
+    ``backbone``: a torchvision model name or any ``nn.Module`` that maps images to feature
+    vectors. ``freeze_backbone=False`` trains everything (notebook 07's from-scratch run).
+    ``calibration_batches`` (e.g. ``loaders["train_eval"]``): used by :func:`calibrate_batchnorm`
+    when the weights are random and frozen; ignored with pretrained weights.
     """
     if isinstance(backbone, str):
         name, module = backbone, load_backbone(backbone, pretrained)

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from helpers.data import IMAGENET_MEAN, IMAGENET_STD, load_rgb_image
-from helpers.inference import SplitResult, display_name, mistakes
+from helpers.inference import SplitResult, display_name
 
 
 def denormalize(image: torch.Tensor) -> torch.Tensor:
@@ -49,10 +49,8 @@ def show_images(images: Sequence[torch.Tensor | Image.Image], titles: Sequence[s
 def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]], title: str | None = None) -> plt.Figure:
     """Loss and accuracy per epoch for runs ``{label: history}``, one colour per run.
 
-    Solid: validation. Dotted: training images measured in evaluation mode after the epoch
-    (when the history has them): compare these two for overfitting. Dashed, faint: the
-    running average while training, with dropout and augmentation on and the weights
-    still changing; it lags behind, so it is not a fair comparison.
+    Solid: validation. Dotted: training images in evaluation mode (compare these two for
+    overfitting). Dashed, faint: the running average while training, which lags behind.
     """
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for number, (label, history) in enumerate(histories.items()):
@@ -88,7 +86,9 @@ def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence, ti
 
 def plot_mistakes(result: SplitResult, cat_to_name: Mapping[str, str] | None = None, limit: int = 12) -> plt.Figure:
     """The most confident mistakes as images, titled "true -> predicted (probability)"."""
-    chosen = mistakes(result)[:limit]
+    confidence = result.probabilities.max(dim=1).values
+    wrong = (result.labels != result.predicted).nonzero().flatten().tolist()
+    chosen = sorted(wrong, key=lambda i: -float(confidence[i]))[:limit]
     if not chosen:
         figure, axis = plt.subplots(figsize=(5, 1))
         axis.axis("off")

@@ -59,8 +59,8 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
                 scaler: torch.amp.GradScaler | None = None, progress: bool = False) -> dict:
     """One pass over ``batches`` with a gradient step per batch.
 
-    Returns the mean loss and accuracy *while training* (dropout on, weights changing
-    during the epoch) and every batch's loss in order. ``scheduler`` steps after every batch.
+    Returns the mean loss and accuracy *while training* (dropout on, weights changing) and
+    every batch's loss. ``scheduler`` steps after every batch.
     """
     criterion = nn.NLLLoss()
     if scaler is None and device.startswith("cuda"):
@@ -95,8 +95,7 @@ def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` in evaluation mode over every batch; return (outputs, labels) as float32 on the CPU.
 
-    The one inference path: validation, test accuracy, prediction and feature extraction
-    (with a backbone as ``model``) all use it.
+    The one inference path: validation, test accuracy, prediction and feature extraction.
     """
     device = resolve_device(device)
     prepare_model(model, device).eval()
@@ -145,13 +144,11 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
         seed: int | None = None, progress: bool = True, verbose: bool = True) -> dict[str, list]:
     """Train with NLLLoss and Adam (on what requires gradients), validating after every epoch.
 
-    Notebook 04's loop plus devices, mixed precision and progress bars. Returns the
-    history: per epoch the training loss and accuracy measured while training, the same
-    measured afterwards in evaluation mode on ``train_eval_batches`` (when given), the
-    validation loss and accuracy, the learning rate and the seconds. With ``keep_best`` the
-    model ends with the weights of its best epoch (:func:`best_epoch`), not the last.
-    ``optimizer`` replaces the default Adam (e.g. with :func:`parameter_groups`);
-    ``scheduler`` steps after every batch. ``seed`` makes a run repeat exactly.
+    Notebook 04's loop plus devices, mixed precision and progress bars. Returns the history
+    per epoch: training loss and accuracy while training and (given ``train_eval_batches``)
+    in evaluation mode, validation loss and accuracy, learning rate, seconds. ``keep_best``
+    ends with the best epoch's weights. ``optimizer`` replaces the default Adam (e.g. with
+    :func:`parameter_groups`); ``scheduler`` steps every batch; ``seed`` makes runs repeat.
     """
     if epochs < 1 or not lr > 0:
         raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")

@@ -13,9 +13,6 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 from IPython.display import display
 
-from helpers.features import FeatureSet, run_variants, summary_rows
-from helpers.plots import plot_history
-
 # One set of ranges for every head slider of the course (notebooks 03 and 05).
 UNIT_CHOICES = (16, 32, 64, 128, 256, 512, 1024)
 MAX_HIDDEN_LAYERS = 3
@@ -27,8 +24,8 @@ def slider_panel(controls: Mapping[str, widgets.Widget], callback: Callable[...,
                  columns: int = 3) -> widgets.VBox:
     """Controls in rows above one output area that ``callback(**values)`` redraws.
 
-    A returned figure is displayed and closed, text is printed, anything else displayed.
-    The callback runs when a slider is released, not while it moves (it may train something).
+    Figures are displayed and closed, text printed. The callback runs when a slider is
+    released, not while it moves (it may train something).
     """
     for control in controls.values():
         if hasattr(control, "continuous_update"):
@@ -63,18 +60,3 @@ def head_controls(hidden_layers: int = 1, units: int = 512, dropout: float = 0.2
                                                             value=learning_rate, description="learning rate",
                                                             style=style)
     return controls
-
-
-def retrain_callback(train: FeatureSet, valid: FeatureSet, epochs: int = 15, batch_size: int = 256,
-                     seed: int = 0) -> Callable[..., plt.Figure]:
-    """A callback for :func:`head_controls` with a learning rate: train a head on cached features, plot it."""
-    def retrain(hidden_layers: int, units: int, dropout: float, learning_rate: float) -> plt.Figure:
-        shape = [units] * hidden_layers
-        runs = run_variants(train, valid, {"head": {"hidden_units": shape, "dropout": dropout, "lr": learning_rate}},
-                            epochs=epochs, batch_size=batch_size, seed=seed)
-        row = summary_rows(runs)[0]
-        return plot_history({"head": runs["head"].history},
-                            title=f"hidden {shape or 'none'}, dropout {dropout:.1f}, lr {learning_rate:g}: valid "
-                                  f"{row['final valid accuracy']:.0%} (best {row['best valid accuracy']:.0%}), gap "
-                                  f"{row['gap (train - valid)']:+.0%}, {row['parameters']:,} parameters")
-    return retrain

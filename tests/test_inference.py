@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.data import BadImageError, eval_transform, load_rgb_image, make_loaders
 from helpers.inference import (Prediction, SplitResult, accuracy, confused_pairs, display_name, evaluate_split,
-                               idx_to_class, mistakes, per_class_accuracy, predict, process_image)
+                               idx_to_class, per_class_accuracy, predict, process_image)
 from helpers.model import build_model
 from helpers.train import evaluate
 
@@ -214,10 +214,6 @@ def test_confused_pairs_count_the_most_frequent_mistakes_first():
     assert len(confused_pairs(made_up_result(), top=1)) == 1
     with pytest.raises(ValueError, match="top"):
         confused_pairs(made_up_result(), top=0)
-
-
-def test_mistakes_come_most_confident_first():
-    assert mistakes(made_up_result()) == [4, 3, 5]  # confidences 0.7, 0.6, 0.5
 
 
 def test_display_name_falls_back_to_the_folder():

@@ -1,8 +1,6 @@
-"""helpers.widgets: the head sliders, their callbacks at the sliders' extremes, and the slider panel."""
+"""helpers.widgets: the head sliders and the slider panel."""
 
 from __future__ import annotations
-
-import inspect
 
 import matplotlib
 
@@ -10,19 +8,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
-import torch
 
 from helpers import widgets
-from helpers.features import FeatureSet
 from helpers.model import build_head
-
-CLASSES, FEATURES = 3, 16
-
-
-def expected_parameters(features: int, classes: int, layers: int, units: int) -> int:
-    """Weights and biases of features -> units (x layers) -> classes, counted by hand."""
-    sizes = [features, *([units] * layers), classes]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
 
 
 @pytest.fixture(autouse=True)
@@ -46,8 +34,8 @@ def test_a_learning_rate_slider_only_when_asked():
     assert {value for _, value in controls["learning_rate"].options} == set(widgets.LEARNING_RATES)
     assert controls["learning_rate"].value == 0.001
     assert (controls["hidden_layers"].value, controls["units"].value) == (0, 64)
-    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1))  # notebook 05 passes these controls to it
-    assert set(controls) == set(inspect.signature(retrain).parameters)
+    # exactly the keyword arguments of notebook 05's slider callback, in the panel's order
+    assert list(controls) == ["hidden_layers", "units", "dropout", "learning_rate"]
 
 
 def test_controls_refuse_a_unit_count_the_slider_does_not_offer():
@@ -80,41 +68,3 @@ def test_slider_panel_closes_the_figures_it_shows():
     widgets.slider_panel(controls, draw)
     controls["units"].value = 64
     assert plt.get_fignums() == []  # shown once each, not piling up
-
-
-# --- retraining on cached features ------------------------------------------------------------------
-
-def clusters(per_class: int, seed: int) -> FeatureSet:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.arange(CLASSES).repeat_interleave(per_class)
-    features = torch.eye(CLASSES, FEATURES)[labels] * 6 + 0.3 * torch.randn(len(labels), FEATURES, generator=generator)
-    return FeatureSet(features, labels, [str(c) for c in range(CLASSES)])
-
-
-def slider_extremes() -> list[dict]:
-    controls = widgets.head_controls(learning_rate=0.001)
-    defaults = {name: control.value for name, control in controls.items()}
-    extremes = [{"hidden_layers": 0}, {"hidden_layers": widgets.MAX_HIDDEN_LAYERS, "units": widgets.UNIT_CHOICES[-1]},
-                {"units": widgets.UNIT_CHOICES[0]}, {"dropout": widgets.MAX_DROPOUT},
-                {"learning_rate": min(widgets.LEARNING_RATES)}, {"learning_rate": max(widgets.LEARNING_RATES)}]
-    return [{**defaults, **extreme} for extreme in extremes]
-
-
-@pytest.mark.parametrize("values", slider_extremes(), ids=lambda v: ",".join(f"{k}={v[k]}" for k in sorted(v)))
-def test_retrain_callback_gives_a_figure_at_every_slider_extreme(values):
-    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1), epochs=2, batch_size=8)
-    figure = retrain(**values)
-    assert isinstance(figure, plt.Figure)
-    title = figure.get_suptitle()
-    assert f"lr {values['learning_rate']:g}" in title and "nan" not in title.lower()
-    if values["hidden_layers"] == 0:
-        assert "hidden none" in title and f"{FEATURES * CLASSES + CLASSES:,} parameters" in title
-    else:
-        assert f"hidden {[values['units']] * values['hidden_layers']}" in title
-
-
-def test_retrain_callback_trains_what_the_sliders_say():
-    retrain = widgets.retrain_callback(clusters(10, 0), clusters(4, 1), epochs=15, batch_size=8)
-    title = retrain(hidden_layers=1, units=16, dropout=0.0, learning_rate=0.01).get_suptitle()
-    assert "valid 100%" in title  # well-separated clusters: a sensible head learns them
-    assert f"{expected_parameters(FEATURES, CLASSES, 1, 16):,} parameters" in title
