@@ -53,13 +53,9 @@ class FeatureBatches:
     def __iter__(self):
         features, labels, _ = self.sets[self.passes % len(self.sets)]
         self.passes += 1
-        if not self.shuffle:
-            for start in range(0, len(labels), self.batch_size):
-                yield features[start:start + self.batch_size], labels[start:start + self.batch_size]
-            return
-        order = torch.randperm(len(labels), generator=self.generator)
-        for start in range(0, len(labels), self.batch_size):  # gather one batch at a time: it stays in cache
-            batch = order[start:start + self.batch_size]
+        order = torch.randperm(len(labels), generator=self.generator) if self.shuffle else torch.arange(len(labels))
+        for start in range(0, len(labels), self.batch_size):
+            batch = order[start:start + self.batch_size]  # gathered one batch at a time: it stays in the CPU cache
             yield features[batch], labels[batch]
 
 

@@ -7,7 +7,6 @@ command line, the notebooks and the test accuracy compute the same numbers.
 from __future__ import annotations
 
 import os
-from collections import Counter
 from typing import Mapping, NamedTuple
 
 import torch
@@ -86,37 +85,3 @@ def evaluate_split(model: nn.Module, loader: DataLoader, device: str | None = No
 def accuracy(result: SplitResult) -> float:
     """The share of images whose top prediction is the true class."""
     return float((result.predicted == result.labels).float().mean())
-
-
-def display_name(folder: str, cat_to_name: Mapping[str, str] | None = None) -> str:
-    """``"name (folder)"`` when a name is known, else the folder."""
-    name = (cat_to_name or {}).get(folder)
-    return f"{name} ({folder})" if name else folder
-
-
-def per_class_accuracy(result: SplitResult, cat_to_name: Mapping[str, str] | None = None) -> list[dict]:
-    """One row per class, worst first: its images, how many were right, the accuracy.
-
-    The overall accuracy can hide classes that are never right; this table shows them.
-    """
-    rows = []
-    for index, folder in enumerate(result.classes):
-        mine = result.labels == index
-        total, right = int(mine.sum()), int((result.predicted[mine] == index).sum())
-        rows.append({"class": display_name(folder, cat_to_name), "images": total, "correct": right,
-                     "accuracy": right / total if total else float("nan")})
-    return sorted(rows, key=lambda row: (row["accuracy"], row["class"]))
-
-
-def confused_pairs(result: SplitResult, cat_to_name: Mapping[str, str] | None = None, top: int = 5) -> list[dict]:
-    """The ``top`` most frequent (true class, predicted class) mistakes; ``share`` is of the true class's images."""
-    if top < 1:
-        raise ValueError(f"top must be at least 1, not {top}.")
-    wrong = result.labels != result.predicted
-    pairs = Counter(zip(result.labels[wrong].tolist(), result.predicted[wrong].tolist()))
-    per_class = Counter(result.labels.tolist())
-    return [{"true class": display_name(result.classes[true], cat_to_name),
-             "predicted as": display_name(result.classes[guess], cat_to_name),
-             "images": count, "share": count / per_class[true]}
-            for (true, guess), count in sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:top]]
-

@@ -1,4 +1,4 @@
-"""What the notebooks show more than once: image grids, training curves, predictions, mistakes, tables.
+"""What the notebooks show more than once: image grids, training curves, predictions, tables.
 
 Every ``plot_*`` function draws a new matplotlib figure and returns it, so a notebook cell
 shows it once and a test can check what was drawn. Pictures a single notebook needs are
@@ -14,8 +14,7 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from helpers.data import IMAGENET_MEAN, IMAGENET_STD, load_rgb_image
-from helpers.inference import SplitResult, display_name
+from helpers.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def denormalize(image: torch.Tensor) -> torch.Tensor:
@@ -82,22 +81,6 @@ def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence, ti
     bar_axis.set(xlim=(0, 1), xlabel="probability")
     figure.tight_layout()
     return figure
-
-
-def plot_mistakes(result: SplitResult, cat_to_name: Mapping[str, str] | None = None, limit: int = 12) -> plt.Figure:
-    """The most confident mistakes as images, titled "true -> predicted (probability)"."""
-    confidence = result.probabilities.max(dim=1).values
-    wrong = (result.labels != result.predicted).nonzero().flatten().tolist()
-    chosen = sorted(wrong, key=lambda i: -float(confidence[i]))[:limit]
-    if not chosen:
-        figure, axis = plt.subplots(figsize=(5, 1))
-        axis.axis("off")
-        axis.text(0.5, 0.5, "No mistakes on this split.", ha="center", va="center")
-        return figure
-    titles = [f"{display_name(result.classes[result.labels[i]], cat_to_name)}\n-> "
-              f"{display_name(result.classes[result.predicted[i]], cat_to_name)} "
-              f"({float(result.probabilities[i].max()):.0%})" for i in chosen]
-    return show_images([load_rgb_image(result.paths[i]) for i in chosen], titles, size=2.4)
 
 
 def format_table(rows: Sequence[Mapping[str, object]], percent: Sequence[str] = ("accuracy", "share", "gap", "%")) -> str:

@@ -1,5 +1,5 @@
 """helpers.inference: top-k prediction (order, folders mapped back through class_to_idx, bad inputs,
-EXIF), and judging a whole split (predictions in order, per-class accuracy, confusions, mistakes)."""
+EXIF), and judging a whole split (every prediction kept in order, the accuracy)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.data import BadImageError, eval_transform, load_rgb_image, make_loaders
-from helpers.inference import (Prediction, SplitResult, accuracy, confused_pairs, display_name, evaluate_split,
-                               idx_to_class, per_class_accuracy, predict, process_image)
+from helpers.inference import (Prediction, SplitResult, accuracy, evaluate_split, idx_to_class, predict,
+                               process_image)
 from helpers.model import build_model
 from helpers.train import evaluate
 
@@ -199,26 +199,6 @@ def made_up_result(paths: list[str] | None = None) -> SplitResult:
 
 def test_accuracy_is_the_share_of_right_answers():
     assert accuracy(made_up_result()) == pytest.approx(3 / 6)
-
-
-def test_per_class_accuracy_lists_the_worst_class_first():
-    rows = per_class_accuracy(made_up_result(), {"a": "aster", "c": "crocus"})
-    assert [row["class"] for row in rows] == ["crocus (c)", "b", "aster (a)"]
-    assert [(row["images"], row["correct"], row["accuracy"]) for row in rows] == [(2, 0, 0.0), (2, 1, 0.5), (2, 2, 1.0)]
-
-
-def test_confused_pairs_count_the_most_frequent_mistakes_first():
-    pairs = confused_pairs(made_up_result())
-    assert pairs == [{"true class": "c", "predicted as": "a", "images": 2, "share": 1.0},
-                     {"true class": "b", "predicted as": "c", "images": 1, "share": 0.5}]
-    assert len(confused_pairs(made_up_result(), top=1)) == 1
-    with pytest.raises(ValueError, match="top"):
-        confused_pairs(made_up_result(), top=0)
-
-
-def test_display_name_falls_back_to_the_folder():
-    assert display_name("12", {"12": "tulip"}) == "tulip (12)"
-    assert display_name("12", None) == "12"
 
 
 @pytest.fixture

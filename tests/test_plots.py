@@ -15,7 +15,7 @@ from torchvision import transforms
 
 from helpers import plots
 from helpers.data import IMAGENET_MEAN, IMAGENET_STD
-from helpers.inference import Prediction, SplitResult
+from helpers.inference import Prediction
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_plot_history_draws_every_curve_it_has():
     assert len(colours) == 1 and accuracy_axis.get_lines()[3].get_color() not in colours  # one colour per run
 
 
-# --- predictions and mistakes -------------------------------------------------------------------------
+# --- predictions -------------------------------------------------------------------------------------
 
 def test_plot_prediction_shows_the_most_probable_class_on_top(picture):
     guesses = [Prediction("10", "globe thistle", 0.7), Prediction("2", "orchid", 0.2), Prediction("1", "primrose", 0.1)]
@@ -97,31 +97,6 @@ def test_plot_prediction_shows_the_most_probable_class_on_top(picture):
     assert [bar.get_width() for bar in bars] == pytest.approx([0.7, 0.2, 0.1])
     labels = {tick.get_text() for tick in bar_axis.get_yticklabels()}
     assert {"globe thistle (10)", "orchid (2)", "primrose (1)"} <= labels
-
-
-def split_with_mistakes(tiny_root) -> SplitResult:
-    paths = [str(p) for p in sorted((tiny_root / "test").rglob("*.jpg"))[:4]]
-    labels = torch.tensor([0, 0, 1, 1])
-    predicted = torch.tensor([1, 0, 0, 1])
-    probabilities = torch.tensor([[0.4, 0.6], [0.9, 0.1], [0.95, 0.05], [0.2, 0.8]])
-    return SplitResult(labels, predicted, probabilities, ["1", "10"], paths)
-
-
-def test_plot_mistakes_shows_the_most_confident_mistakes_first(tiny_root):
-    result = split_with_mistakes(tiny_root)
-    figure = plots.plot_mistakes(result, {"1": "red"})
-    arrays = shown_arrays(figure)
-    assert len(arrays) == 2  # two of the four are wrong
-    assert np.array_equal(arrays[0], np.asarray(Image.open(result.paths[2])))  # 95 % sure and wrong: first
-    titles = [axis.get_title() for axis in figure.axes if axis.images]
-    assert titles[0].startswith("10") and "red (1)" in titles[0] and "95%" in titles[0]
-    assert len(shown_arrays(plots.plot_mistakes(result, limit=1))) == 1
-
-
-def test_plot_mistakes_without_mistakes_draws_no_image(tiny_root):
-    result = split_with_mistakes(tiny_root)
-    figure = plots.plot_mistakes(result._replace(predicted=result.labels.clone()))
-    assert shown_arrays(figure) == [] and figure.axes[0].texts
 
 
 # --- the table formatter -------------------------------------------------------------------------------
