@@ -78,7 +78,7 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
     faster. A model that ``torch.fx`` cannot trace is returned as it is.
     """
     try:
-        return fuse(backbone.eval())  # traces a copy; ``backbone`` itself is not changed
+        return fuse(backbone.eval())  # traces a copy: the backbone's own weights stay as they are
     except Exception:  # noqa: BLE001 - custom models with Python control flow simply run unfolded
         return backbone
 
