@@ -57,7 +57,7 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
                          "without it predictions cannot be mapped back to class folders.")
     if len(class_to_idx) != model.num_classes:
         raise ValueError(f"class_to_idx has {len(class_to_idx)} classes but the head outputs {model.num_classes}.")
-    fine_tuned = any(p.requires_grad for p in model.backbone.parameters())
+    fine_tuned = model.backbone_trained or any(p.requires_grad for p in model.backbone.parameters())
     store_backbone = model.custom_backbone or not model.pretrained or fine_tuned
     names = cat_to_name or model.cat_to_name
     return atomic_save({
@@ -125,7 +125,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
     data = read_checkpoint(path)
     if isinstance(backbone, str) and backbone != data["backbone"]:
         raise CheckpointError(f"{path} was trained on backbone {data['backbone']!r}, not {backbone!r}. "
-                              f"Use --arch {data['backbone']} or another checkpoint.")
+                              f"Pass backbone={data['backbone']!r}, or use another checkpoint.")
     if data["custom_backbone"] and not isinstance(backbone, nn.Module):
         raise CheckpointError(f"{path} uses a custom backbone ({data['backbone']}); pass the same module "
                               "as load_checkpoint(path, backbone=module).")
@@ -134,7 +134,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
         raise CheckpointError(f"{path}: the head weights do not match the stored head shape "
                               f"(expected {_shapes(head.state_dict())}, found {_shapes(data['head_state_dict'])}).")
     stored = data["backbone_state_dict"]
-    module = backbone if isinstance(backbone, nn.Module) else load_backbone(data["backbone"], stored is None)
+    pretrained = stored is None  # stored weights replace torchvision's: no need to download those
+    module = backbone if isinstance(backbone, nn.Module) else load_backbone(data["backbone"], pretrained)
     if stored is not None:
         if _shapes(module.state_dict()) != _shapes(stored):
             raise CheckpointError(f"{path}: the stored backbone weights do not fit {data['backbone']}.")
@@ -144,4 +145,5 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                              data["pretrained"], data["custom_backbone"])
     model.class_to_idx, model.cat_to_name = dict(data["class_to_idx"]), data.get("cat_to_name")
     model.epoch, model.history = data.get("epoch"), data.get("history")
+    model.backbone_trained = stored is not None  # a later save_checkpoint stores them again
     return model.to(resolve_device(device)).eval()

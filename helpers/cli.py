@@ -64,7 +64,6 @@ def run_train(args: argparse.Namespace) -> int:
     stages = unfreeze(model, args.unfreeze) if args.unfreeze else []
     if args.cached_features and (stages or not args.no_augment):
         raise ValueError("--cached-features needs a frozen backbone and --no-augment: the features are computed once.")
-    optimizer = make_optimizer(parameter_groups(model, args.learning_rate, args.backbone_lr), args.learning_rate)
     counts = count_parameters(model)
     print(f"backbone:  {args.arch}, {'pretrained ImageNet' if pretrained else 'random'} weights, "
           + (f"trains {', '.join(stages)} at learning rate {args.backbone_lr}" if stages else "frozen"))
@@ -78,6 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
         model.head.load_state_dict(head.state_dict())
         test = evaluate(head, FeatureBatches(features["test"], 256, shuffle=False), device)
     else:
+        optimizer = make_optimizer(parameter_groups(model, args.learning_rate, args.backbone_lr), args.learning_rate)
         history = fit(model, loaders["train"], loaders["valid"], args.epochs, args.learning_rate, optimizer=optimizer,
                       train_eval_batches=loaders["train_eval"], device=device, progress=False)
         test = evaluate(model, loaders["test"], device)
@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=5, help="passes over the training images (default: 5)")
     train.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per batch (default: 32)")
     train.add_argument("--gpu", action="store_true", help="train on the GPU (an error if there is none)")
-    train.add_argument("--save-dir", "--save_dir", default="checkpoints", help="where checkpoint.pth goes")
+    train.add_argument("--save-dir", "--save_dir", default="checkpoints",
+                       help="where checkpoint.pth goes (default: checkpoints)")
     train.add_argument("--unfreeze", action="append", metavar="STAGE",
                        help="fine-tune this backbone stage too, e.g. layer4 for resnets (repeatable)")
     train.add_argument("--backbone-lr", "--backbone_lr", type=float, default=0.0001,
@@ -145,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser = commands.add_parser("predict", help="top-k classes of one image")
     predict_parser.add_argument("image", help="image file to classify")
     predict_parser.add_argument("checkpoint", help="checkpoint.pth written by train")
-    predict_parser.add_argument("--top-k", "--top_k", type=int, default=None, help="how many classes (default: 5)")
+    predict_parser.add_argument("--top-k", "--top_k", type=int, default=None, help="how many classes (default: 5, or all if fewer)")
     predict_parser.add_argument("--category-names", "--category_names", default=None,
                                 help="JSON file: class folder -> name (default: the names in the checkpoint)")
     predict_parser.add_argument("--gpu", action="store_true", help="predict on the GPU (an error if there is none)")

@@ -36,7 +36,7 @@ class BadImageError(ValueError):
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as RGB the way a person sees it: transparency on white, 16-bit scaled, not clipped."""
+    """Any PIL image as RGB the way a person sees it: transparency on white, 16-bit stretched from its min-max."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -126,11 +126,12 @@ def preprocessing(backbone: str | None = "resnet18") -> dict:
 def eval_transform(backbone: str | None = "resnet18", uint8: bool = False) -> transforms.Compose:
     """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get.
 
-    ``uint8=True`` stops at a byte tensor (4x less to move), normalised later on the device.
+    ``uint8=True`` stops at a byte tensor (4x less to move), normalised later on the device
+    with ImageNet's statistics; a backbone with other statistics gets the float pipeline.
     """
     p = preprocessing(backbone)
     steps = [transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"])]
-    if uint8:
+    if uint8 and (p["mean"], p["std"]) == (IMAGENET_MEAN, IMAGENET_STD):
         return transforms.Compose([*steps, transforms.PILToTensor()])
     return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
 
@@ -189,8 +190,9 @@ def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> l
 class FlowerFolder(datasets.ImageFolder):
     """``ImageFolder`` that ignores dot-files and names the file when an image is broken.
 
-    Files it cannot read (a phone's ``.heic`` photos, say) are left out with a warning that
-    counts them; ``skipped`` lists them. ``decode_size``: see :func:`load_rgb_image`.
+    Files whose type it cannot read (a phone's ``.heic`` photos, say) are left out with a
+    warning that counts them; ``skipped`` lists them (:func:`verify_images` finds broken files).
+    ``decode_size``: see :func:`load_rgb_image`.
     """
 
     def __init__(self, root: str | os.PathLike, transform: Callable | None = None,

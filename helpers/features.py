@@ -78,7 +78,7 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
     faster. A model that ``torch.fx`` cannot trace is returned as it is.
     """
     try:
-        return fuse(backbone.eval())  # traces a copy: the backbone's own weights stay as they are
+        return fuse(backbone.eval())  # traces a copy (the backbone itself is only put in evaluation mode)
     except Exception:  # noqa: BLE001 - custom models with Python control flow simply run unfolded
         return backbone
 
@@ -99,7 +99,7 @@ def _extract(model: nn.Module, root: Path, split: str, transform, views: int, se
     start = time.perf_counter()
     loader = make_loaders(root, batch_size, train_tf=transform, eval_tf=transform, shuffle=False,
                           num_workers=num_workers, device=device, decode_size=decode_size)[split]
-    seed_everything(seed)  # random augmentations draw from torch's global generator
+    seed_everything(seed)  # augmentations draw from torch's generator (in workers: seeds the loader derives)
     folded = fold_batchnorm(backbone)
     outputs = [model_outputs(folded, loader, device) for _ in range(views)]
     sets = [FeatureSet(features, labels, list(loader.dataset.classes)) for features, labels in outputs]
@@ -116,9 +116,10 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
                     verbose: bool = True) -> dict[str, FeatureSet | list[FeatureSet]]:
     """Features of the train, valid and test images, computed once and then read from ``cache_dir``.
 
+    ``model``: a classifier from ``build_model`` (its backbone runs) or a bare backbone.
     ``augmented_views=K`` adds "train_views": K passes of the training images through
-    :func:`helpers.data.train_transform`. The cache key covers the backbone's weights, every
-    file, the transform, the precision and the seed.
+    :func:`helpers.data.train_transform`. The cache (default ``root/.feature_cache``) is keyed
+    by the backbone's weights, every file, the transform, the precision and the seed.
     """
     if augmented_views < 0:
         raise ValueError(f"augmented_views must be 0 or more, not {augmented_views}.")

@@ -53,7 +53,8 @@ def check_weights_available(name: str) -> None:
 def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
 
-    That rule fits every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's ``heads.head``.
+    That rule fits nearly every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's
+    ``heads.head`` (squeezenet has no ``nn.Linear`` and is refused).
     Random weights (``pretrained=False``) are drawn with seed 0: the same in every run.
     """
     check_backbone_name(name)
@@ -93,6 +94,7 @@ def unfreeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
     """Let the named submodules of ``model.backbone`` train again (e.g. ``["layer4"]``); returns their names.
 
     A backbone's stages are its children: ``[n for n, _ in model.backbone.named_children()]``.
+    They switch to training mode at the next ``model.train()`` (``fit`` calls it).
     """
     for stage in stages:
         try:
@@ -102,6 +104,7 @@ def unfreeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
             raise ValueError(f"The backbone has no stage {stage!r}; its stages are {', '.join(children)}.") from None
         for parameter in module.parameters():
             parameter.requires_grad = True
+    model.backbone_trained = True  # from now on a checkpoint must store the backbone's weights
     return list(stages)
 
 
@@ -146,9 +149,11 @@ def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] =
 class FlowerClassifier(nn.Module):
     """A ``backbone`` followed by a ``head``, and what is needed to rebuild and use them.
 
-    In training mode, backbone modules without trainable parameters stay in evaluation mode:
-    a frozen backbone's batch-norm statistics must not drift. ``freeze_batchnorm=True`` does
-    the same for the batch norms of unfrozen stages (their weights still train).
+    In training mode, frozen parts of the backbone (modules whose parameters all stay fixed,
+    with everything inside them) stay in evaluation mode: their batch-norm statistics must
+    not drift, their dropout stays off. Setting ``model.freeze_batchnorm = True`` does the
+    same for the batch norms of unfrozen stages (their weights still train). ``backbone_trained``
+    says whether the backbone's weights differ from torchvision's (fine-tuned or reloaded).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
@@ -160,14 +165,17 @@ class FlowerClassifier(nn.Module):
         self.in_features, self.num_classes = head[0].in_features, head.output.out_features
         self.class_to_idx: dict[str, int] | None = None
         self.cat_to_name: dict[str, str] | None = None
-        self.freeze_batchnorm = False
+        self.epoch: int | None = None
+        self.history: dict | None = None
+        self.freeze_batchnorm, self.backbone_trained = False, False
 
     def train(self, mode: bool = True) -> "FlowerClassifier":
         """Training mode for what trains; frozen parts (and, if asked, batch norm) stay in evaluation mode."""
         super().train(mode)
         for module in self.backbone.modules():
-            is_batchnorm = isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
-            if not any(p.requires_grad for p in module.parameters()) or (is_batchnorm and self.freeze_batchnorm):
+            parameters = list(module.parameters())
+            frozen = bool(parameters) and not any(p.requires_grad for p in parameters)  # .eval() reaches its insides
+            if frozen or (self.freeze_batchnorm and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))):
                 module.eval()
         return self
 

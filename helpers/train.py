@@ -60,7 +60,8 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     """One pass over ``batches`` with a gradient step per batch.
 
     Returns the mean loss and accuracy *while training* (dropout on, weights changing) and
-    every batch's loss. ``scheduler`` steps after every batch.
+    every batch's loss. Batches go to ``device``, where the model must already be (``fit``
+    puts it there). ``scheduler`` steps after every batch.
     """
     criterion = nn.NLLLoss()
     if scaler is None and device.startswith("cuda"):
@@ -93,9 +94,10 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
 @torch.no_grad()
 def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` in evaluation mode over every batch; return (outputs, labels) as float32 on the CPU.
+    """Run ``model`` over every batch; return float32 outputs and int64 labels, on the CPU.
 
-    The one inference path: validation, test accuracy, prediction and feature extraction.
+    The one inference path: validation, test accuracy, prediction and feature extraction. It
+    leaves ``model`` in evaluation mode on ``device`` (``None``: CUDA if there is a GPU).
     """
     device = resolve_device(device)
     prepare_model(model, device).eval()
@@ -146,9 +148,10 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
 
     Notebook 04's loop plus devices, mixed precision and progress bars. Returns the history
     per epoch: training loss and accuracy while training and (given ``train_eval_batches``)
-    in evaluation mode, validation loss and accuracy, learning rate, seconds. ``keep_best``
-    ends with the best epoch's weights. ``optimizer`` replaces the default Adam (e.g. with
-    :func:`parameter_groups`); ``scheduler`` steps every batch; ``seed`` makes runs repeat.
+    in evaluation mode, validation loss and accuracy, the first group's learning rate, seconds.
+    ``keep_best`` ends with the best epoch's weights. ``optimizer`` replaces the default Adam
+    and its ``lr`` (e.g. with :func:`parameter_groups`); ``scheduler`` steps every batch;
+    ``seed`` makes runs repeat; ``device=None`` means CUDA if there is a GPU.
     """
     if epochs < 1 or not lr > 0:
         raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")

@@ -33,9 +33,12 @@ def slider_panel(controls: Mapping[str, widgets.Widget], callback: Callable[...,
 
     def redraw(**values):
         result = callback(**values)
-        print(result) if isinstance(result, str) else display(result)
-        if isinstance(result, plt.Figure):
-            plt.close(result)
+        if isinstance(result, str):
+            print(result)
+        elif result is not None:
+            display(result)
+            if isinstance(result, plt.Figure):
+                plt.close(result)
 
     output = widgets.interactive_output(redraw, dict(controls))
     items = list(controls.values())

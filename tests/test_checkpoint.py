@@ -9,7 +9,7 @@ from torch import nn
 from helpers.checkpoint import CheckpointError, atomic_save, load_checkpoint, read_checkpoint, save_checkpoint
 from helpers.download import OfflineError
 from helpers.inference import predict
-from helpers.model import build_model, unfreeze, weights_file
+from helpers.model import build_model, freeze, unfreeze, weights_file
 
 CLASS_TO_IDX = {"1": 0, "10": 1, "2": 2}
 
@@ -136,6 +136,17 @@ def test_a_fine_tuned_checkpoint_stores_its_backbone_and_round_trips(tmp_path, f
     model.class_to_idx = CLASS_TO_IDX
     flower = tiny_root / "test" / "1" / "test_000.jpg"
     assert predict(flower, loaded, topk=3, device="cpu") == predict(flower, model, topk=3, device="cpu")
+    again = load_checkpoint(save_checkpoint(tmp_path / "again.pth", loaded), device="cpu")  # loaded models are frozen
+    assert torch.equal(outputs(again, images), outputs(model, images))  # the fine-tuned backbone was saved again
+
+
+def test_a_fine_tuned_backbone_is_stored_even_when_frozen_again(tmp_path, fake_imagenet_weights, no_network):
+    fake_imagenet_weights("resnet18")
+    model = build_model("resnet18", 3, [4], pretrained=True)
+    unfreeze(model, ["layer4"])
+    freeze(model.backbone)  # e.g. fine-tuned, then frozen for a second round of head training
+    path = save_checkpoint(tmp_path / "refrozen.pth", model, CLASS_TO_IDX)
+    assert torch.load(path, weights_only=True)["backbone_state_dict"] is not None
 
 
 def test_save_uses_the_models_own_class_to_idx(tmp_path, custom_model, make_backbone):

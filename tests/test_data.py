@@ -307,6 +307,13 @@ def test_uint8_batches_normalised_on_the_device_equal_the_float_pipeline(tiny_ro
     assert torch.allclose(to_model_input(as_bytes, "cpu"), expected, atol=1e-5)
 
 
+def test_a_backbone_with_other_statistics_gets_normalised_floats_even_when_uint8_is_asked(tiny_root):
+    image = load_rgb_image(sorted((tiny_root / "valid" / "1").glob("*.jpg"))[0])
+    batch = eval_transform("efficientnet_v2_l", uint8=True)(image).unsqueeze(0)  # mean and std 0.5, not ImageNet's
+    assert batch.dtype == torch.float32
+    assert torch.equal(to_model_input(batch, "cpu"), eval_transform("efficientnet_v2_l")(image).unsqueeze(0))
+
+
 def test_train_transform_is_random_and_strength_zero_is_the_eval_pipeline():
     assert is_random(train_transform(None))
     assert repr(train_transform(None, strength=0)) == repr(eval_transform(None))

@@ -122,6 +122,14 @@ def test_frozen_backbone_stays_in_eval_mode():
     assert not model.head.training
 
 
+def test_dropout_inside_a_backbone_that_trains_stays_on():
+    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Dropout(0.5), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = build_model(backbone, 3, [4], pretrained=False, freeze_backbone=False).train()
+    assert backbone[1].training  # it has no parameters of its own, but it belongs to a part that trains
+    freeze(backbone)
+    assert not model.train().backbone[1].training
+
+
 def test_freeze_and_count_parameters(make_backbone):
     model = build_model(make_backbone(features=8), 3, [4], pretrained=False)
     conv = 3 * 8 * 3 * 3 + 8
