@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict_parser = commands.add_parser("predict", help="top-k classes of one image")
     predict_parser.add_argument("image", help="image file to classify")
     predict_parser.add_argument("checkpoint", help="checkpoint.pth written by train")
-    predict_parser.add_argument("--top-k", "--top_k", type=int, default=None, help="how many classes (default: 5, or all if fewer)")
+    predict_parser.add_argument("--top-k", "--top_k", type=int, default=None,
+                                help="how many classes (default: 5, or all if fewer)")
     predict_parser.add_argument("--category-names", "--category_names", default=None,
                                 help="JSON file: class folder -> name (default: the names in the checkpoint)")
     predict_parser.add_argument("--gpu", action="store_true", help="predict on the GPU (an error if there is none)")
