@@ -7,4 +7,4 @@ One module per part of the course: ``config`` (settings, seeding, device, precis
 Importing ``helpers`` has no side effects; import the module you need.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -6,6 +6,7 @@
     python -m helpers predict IMAGE CHECKPOINT --top-k 5 --category-names cat_to_name.json --gpu
     python -m helpers tiny DATA_DIR                                               # the tiny offline slice
     python -m helpers prepare DATA_DIR --split classic --resize-to 256            # download Flowers102
+    python -m helpers check                                                       # is this machine ready?
 
 The classic course project's spellings (``--save_dir``, ``--learning_rate``, ``--hidden_units``,
 ``--top_k``, ``--category_names``) work too. Errors print one line and exit with status 2.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from helpers.check import run_check
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.config import get_settings, resolve_device, seed_everything
 from helpers.data import eval_transform, load_cat_to_name, make_loaders, train_transform
@@ -116,7 +118,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m helpers`` parser with its four commands."""
+    """The ``python -m helpers`` parser with its five commands."""
     parser = argparse.ArgumentParser(prog="python -m helpers", description="Train and use a flower classifier.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a classifier and save a checkpoint")
@@ -159,13 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--split", choices=("classic", "official"), default="classic")
     prepare.add_argument("--resize-to", type=int, default=256, help="shorter side in pixels; 0 keeps full size")
     prepare.add_argument("--download-dir", default=None, help="where the original files go (default: DATA_DIR/downloads)")
+    commands.add_parser("check", help="is this machine ready? versions, device, precision, a training step, speed")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m helpers``: run a command, print a user's error on one line."""
     args = build_parser().parse_args(argv)
-    runner = {"train": run_train, "predict": run_predict, "tiny": run_tiny, "prepare": run_prepare}[args.command]
+    runner = {"train": run_train, "predict": run_predict, "tiny": run_tiny, "prepare": run_prepare,
+              "check": lambda _: run_check()}[args.command]
     try:
         return runner(args)
     except USER_ERRORS as error:

@@ -6,6 +6,7 @@ variables when called (the README's "Settings" table lists them).
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 SPLITS = ("train", "valid", "test")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Settings:
     batch_size: int
     resize_to: int | None
     own_dataset: Path | None
+    precision: str = "auto"
 
     @property
     def pretrained(self) -> bool:
@@ -61,8 +64,11 @@ class Settings:
             data = f"Flowers102, {self.split} split" + (f", stored at {self.resize_to} px" if self.resize_to else "")
         weights = "pretrained (ImageNet)" if self.pretrained else "random (no download)"
         workers = "auto" if self.num_workers is None else str(self.num_workers)
+        dtype = autocast_dtype(self.device, self.precision)
+        precision = f"{'float32' if dtype is None else str(dtype).removeprefix('torch.')} ({self.precision})"
         return "\n".join([f"data:      {data}", f"folder:    {self.dataset_dir}",
-                          f"backbone:  {self.backbone}, weights {weights}", f"device:    {self.device}",
+                          f"backbone:  {self.backbone}, weights {weights}",
+                          f"device:    {self.device}, precision {precision}",
                           f"batch:     {self.batch_size}, workers {workers}"])
 
 
@@ -99,7 +105,21 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
         batch_size=batch_size,
         resize_to=_read_int(env, "FLOWERS_RESIZE_TO", 256) or None,
         own_dataset=Path(own).expanduser() if own else None,
+        precision=read_precision(env),
     )
+
+
+def read_precision(env: Mapping[str, str] | None = None) -> str:
+    """``FLOWERS_PRECISION`` from ``env`` (default: the process environment): auto, float32, bfloat16 or float16."""
+    env = os.environ if env is None else env
+    return check_precision(env.get("FLOWERS_PRECISION", "").strip().lower() or "auto", "FLOWERS_PRECISION=")
+
+
+def check_precision(precision: str, where: str = "precision=") -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ``ValueError`` that lists them."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{where}{precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    return precision
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -111,18 +131,30 @@ def seed_everything(seed: int = 0) -> torch.Generator:
 
 
 def resolve_device(requested: str | None = "auto") -> str:
-    """``auto`` becomes ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without one is an error."""
+    """The device to compute on. ``auto`` (or ``None``) picks CUDA, then Apple's MPS, then the CPU.
+
+    Every function of ``helpers`` with a ``device`` parameter resolves it here, so ``None``
+    means the same everywhere. Asking for a device the machine lacks is an error that says what to do.
+    """
     choice = (requested or "auto").strip().lower()
     if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        # torch.accelerator (torch >= 2.6) names the machine's accelerator; a CUDA build names
+        # "cuda" even without a GPU, so is_available() comes first.
+        kind = torch.accelerator.current_accelerator().type if torch.accelerator.is_available() else "cpu"
+        return kind if kind in ("cuda", "mps") else "cpu"
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError("A GPU was asked for, but torch sees no CUDA device. On Colab choose Runtime > "
                                "Change runtime type > GPU; elsewhere drop --gpu or set FLOWERS_DEVICE=cpu.")
         return choice
+    if choice == "mps":
+        if not torch.backends.mps.is_available():
+            raise RuntimeError("Apple's MPS was asked for, but torch cannot use it here: it needs a Mac with Apple "
+                               "silicon, macOS 12.3 or later and an arm64 Python. Set FLOWERS_DEVICE=cpu or auto.")
+        return choice
     if choice == "cpu":
         return "cpu"
-    raise ValueError(f"Unknown device {requested!r}: use cpu, cuda or auto.")
+    raise ValueError(f"Unknown device {requested!r}: use auto, cpu, cuda or mps.")
 
 
 def cpu_cores() -> int:
@@ -131,15 +163,24 @@ def cpu_cores() -> int:
 
 
 def default_num_workers(device: str) -> int:
-    """Loader worker processes: enough to feed a GPU; none on a 2-core CPU, whose cores the network needs itself."""
+    """Loader worker processes, chosen for where the network runs.
+
+    CUDA: up to 8, so that decoding keeps the GPU busy. MPS: up to 4; the GPU does the network's
+    work, but macOS starts every worker as a fresh Python process (spawn), which costs a second
+    or two and memory each, once per loader since workers persist. CPU: none on 2 cores, whose
+    cores the network needs itself (workers beside torch's threads there fight for them).
+    """
     cores = cpu_cores()
     if device.startswith("cuda"):
         return min(8, cores)
+    if device == "mps":
+        return min(4, cores)
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True if the CPU flags (Linux ``/proc/cpuinfo``) list AVX512-BF16 or AMX-BF16 instructions."""
+    """True if the CPU flags (Linux ``/proc/cpuinfo``) list AVX512-BF16 or AMX-BF16 instructions; read once."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -147,12 +188,17 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast_dtype(device: str) -> torch.dtype | None:
-    """The one precision policy for training and inference: the reduced precision to compute in.
+def autocast_dtype(device: str, precision: str | None = None) -> torch.dtype | None:
+    """The one precision policy: the reduced precision to compute in on ``device``, or ``None`` for float32.
 
-    float16 on CUDA; bfloat16 on CPUs that compute it in hardware (about 2.5x faster
-    convolutions there); ``None`` (float32) on other CPUs, where bfloat16 is slower.
+    ``precision``: auto, float32, bfloat16 or float16; ``None`` reads ``FLOWERS_PRECISION``
+    (default auto). ``auto`` is float16 on CUDA (tensor cores; the loop scales the loss) and
+    float32 elsewhere: on the CPU, autocast results change with the machine (native bfloat16
+    or not), and MPS autocast support varies across torch and macOS versions. bfloat16 on a
+    CPU is one setting away; ``python -m helpers check`` says whether this CPU computes it natively
+    (about 2.5x faster convolutions) or emulates it (slower than float32).
     """
-    if device.startswith("cuda"):
-        return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else None
+    choice = read_precision() if precision is None else check_precision(precision)
+    if choice == "auto":
+        return torch.float16 if device.startswith("cuda") else None
+    return None if choice == "float32" else getattr(torch, choice)

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
-from helpers.config import SPLITS, default_num_workers
+from helpers.config import SPLITS, default_num_workers, resolve_device
 
 # The per-channel statistics of ImageNet, which torchvision's pretrained networks were trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -224,18 +224,20 @@ class FlowerFolder(datasets.ImageFolder):
 
 def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callable | None = None,
                  eval_tf: Callable | None = None, shuffle: bool = True, seed: int = 0,
-                 num_workers: int | None = None, device: str = "cpu",
+                 num_workers: int | None = None, device: str | None = None,
                  decode_size: int | None = None) -> dict[str, DataLoader]:
     """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
     Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller
     set) with ``eval_tf``, to measure training accuracy the way validation is measured.
-    ``seed`` fixes the shuffling order; ``num_workers=None`` picks a sensible default.
+    ``seed`` fixes the shuffling order; ``num_workers=None`` picks the default for ``device``
+    (``None``: see ``resolve_device``), where the batches will go.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
     check_layout(root)
     train_tf, eval_tf = train_tf or train_transform(), eval_tf or eval_transform()
+    device = resolve_device(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
     sets = {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_tf, decode_size)
             for split in SPLITS}
@@ -244,6 +246,7 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
     size = min(1000, max(1, len(plain_train) // 2))  # each measured image costs a forward pass every epoch
     sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:size].sort().values
     sets["train_eval"] = Subset(plain_train, sample.tolist())
+    # Page-locked memory speeds up copies to a CUDA GPU; MPS shares memory with the CPU, which needs no copy.
     common = {"batch_size": batch_size, "num_workers": workers, "pin_memory": device.startswith("cuda"),
               "persistent_workers": workers > 0}
     return {split: DataLoader(data, shuffle=shuffle and split == "train",
@@ -251,14 +254,21 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
             for split, data in sets.items()}
 
 
-def load_cat_to_name(path: str | os.PathLike) -> dict[str, str]:
-    """Read a ``cat_to_name.json`` (class folder -> flower name); errors name the file."""
+def load_cat_to_name(path: str | os.PathLike, classes: list[str] | None = None) -> dict[str, str]:
+    """Read a ``cat_to_name.json`` (class folder -> flower name); errors name the file.
+
+    ``path``: the file, or the dataset folder that holds it. Without the file, ``classes``
+    (e.g. ``loader.dataset.classes``) name themselves: your own photos need no names file.
+    """
     path = Path(path).expanduser()
     path = path / "cat_to_name.json" if path.is_dir() else path
+    if classes is not None and not path.exists():
+        return {folder: folder for folder in classes}
     try:
         names = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"No category names file at {path}.") from None
+        raise FileNotFoundError(f"No category names file at {path}. Pass the class folders too, "
+                                "load_cat_to_name(path, classes), to name each class by its folder.") from None
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from None
     if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):

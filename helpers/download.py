@@ -1,9 +1,9 @@
 """Getting data onto the disk: Oxford 102 Flowers, the generated tiny slice, and the offline check.
 
 Both are written as ``root/{train,valid,test}/<class>/<image>.jpg`` plus ``root/cat_to_name.json``,
-with a marker file, ``.prepared.json``, that records the recipe and whether it finished: a
-second call with the same recipe returns at once, an interrupted one is redone, and a folder
-this module did not write is never touched.
+with a marker file (:mod:`helpers.prepared`): a second call with the same recipe returns at
+once, an interrupted one is redone, a folder this module did not write is never touched, and
+one preparation of a folder runs at a time.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from torchvision.datasets import Flowers102
 
 from helpers.config import SPLITS, Settings
 from helpers.data import check_layout
+from helpers.prepared import is_done, preparation_lock, start_writing, write_marker
 
-MARKER = ".prepared.json"
 SOURCE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
 SOURCE_FILES = ("102flowers.tgz", "imagelabels.mat", "setid.mat")
 
@@ -48,44 +48,6 @@ def can_reach(url: str, timeout: float = 3.0) -> bool:
     worker.start()
     worker.join(timeout * 2)
     return bool(answer)
-
-
-def _count_files(root: Path) -> dict[str, int]:
-    """Files per split, dot-files and dot-folders (a file browser's .DS_Store, say) not counted."""
-    return {split: sum(1 for path in (root / split).rglob("[!.]*") if path.is_file()
-                       and not any(part.startswith(".") for part in path.relative_to(root).parts))
-            for split in SPLITS}
-
-
-def _is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
-    """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours."""
-    marker = root / MARKER
-    if not marker.exists():
-        if any((root / split).exists() for split in SPLITS):
-            raise FileExistsError(f"{root} already has train/valid/test folders that helpers did not write. Use it "
-                                  "directly with make_loaders, or pick an empty folder (nothing was changed).")
-        return False
-    try:
-        done = json.loads(marker.read_text())
-    except ValueError:
-        raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare it again.") from None
-    if done.get("recipe") != recipe and done.get("complete") and not replace_other_recipe:
-        raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for {recipe}. "
-                              "Use another folder for this variant (nothing was changed).")
-    return done.get("recipe") == recipe and done.get("complete") is True and done.get("counts") == _count_files(root)
-
-
-def _write_marker(root: Path, recipe: dict, complete: bool) -> None:
-    counts = _count_files(root) if complete else None
-    (root / MARKER).write_text(json.dumps({"recipe": recipe, "complete": complete, "counts": counts}, indent=1))
-
-
-def _start_writing(root: Path, recipe: dict) -> None:
-    """Mark ``root`` as ours and unfinished, then clear the split folders an earlier run left."""
-    root.mkdir(parents=True, exist_ok=True)
-    _write_marker(root, recipe, complete=False)
-    for split in SPLITS:
-        shutil.rmtree(root / split, ignore_errors=True)
 
 
 # (folder, name, petals, petal colour, centre colour). Folder names sort differently as text
@@ -143,19 +105,26 @@ def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_
     root = Path(root).expanduser()
     recipe = {"maker": "tiny", "num_classes": num_classes, "images_per_split": list(images_per_split),
               "image_size": image_size, "seed": seed}
-    if _is_done(root, recipe, replace_other_recipe=True):
-        return root
-    _start_writing(root, recipe)
-    rng = random.Random(seed)
+    with preparation_lock(root):
+        if not is_done(root, recipe, replace_other_recipe=True):
+            _write_tiny_flowers(root, recipe)
+    return root
+
+
+def _write_tiny_flowers(root: Path, recipe: dict) -> None:
+    """Draw the tiny slice of ``recipe`` into ``root`` (see :func:`make_tiny_flowers`)."""
+    num_classes, images_per_split = recipe["num_classes"], recipe["images_per_split"]
+    start_writing(root, recipe)
+    rng = random.Random(recipe["seed"])
     for split, count in zip(SPLITS, images_per_split):
         for kind in TINY_CLASSES[:num_classes]:
             (root / split / kind[0]).mkdir(parents=True)
             for index in range(count):
-                draw_flower(kind, rng, image_size).save(root / split / kind[0] / f"{split}_{index:03d}.jpg", quality=90)
+                draw_flower(kind, rng, recipe["image_size"]).save(root / split / kind[0] / f"{split}_{index:03d}.jpg",
+                                                                  quality=90)
     names = {kind[0]: kind[1] for kind in TINY_CLASSES[:num_classes]}
     (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
-    _write_marker(root, recipe, complete=True)
-    return root
+    write_marker(root, recipe, complete=True)
 
 
 def offline_message(download_dir: Path) -> str:
@@ -249,21 +218,26 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_t
         raise ValueError(f"split must be 'official' or 'classic', not {split!r}.")
     root = Path(root).expanduser()
     recipe = {"maker": "flowers102", "split": split, "resize_to": resize_to, "seed": seed}
-    if _is_done(root, recipe, replace_other_recipe=False):
-        return root
-    flowers_dir = download_flowers102(Path(download_dir).expanduser() if download_dir else root / "downloads")
+    with preparation_lock(root):
+        if not is_done(root, recipe, replace_other_recipe=False):
+            _write_flowers102(root, recipe, Path(download_dir).expanduser() if download_dir else root / "downloads")
+    return root
+
+
+def _write_flowers102(root: Path, recipe: dict, download_dir: Path) -> None:
+    """Download Flowers102 if needed and write ``recipe``'s split into ``root`` (see :func:`prepare_flowers102`)."""
+    flowers_dir = download_flowers102(download_dir)
     labels, official = _read_labels(flowers_dir)
-    _start_writing(root, recipe)
-    for name, image_ids in split_image_ids(labels, official, split, seed).items():
+    start_writing(root, recipe)
+    for name, image_ids in split_image_ids(labels, official, recipe["split"], recipe["seed"]).items():
         for image_id in image_ids:
             folder = root / name / str(labels[image_id - 1])
             folder.mkdir(parents=True, exist_ok=True)
             file_name = f"image_{image_id:05d}.jpg"
-            copy_image(flowers_dir / "jpg" / file_name, folder / file_name, resize_to)
+            copy_image(flowers_dir / "jpg" / file_name, folder / file_name, recipe["resize_to"])
     names = {str(k): Flowers102.classes[k - 1] for k in sorted(set(labels))}  # torchvision >= 0.21 has the names
     (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
-    _write_marker(root, recipe, complete=True)
-    return root
+    write_marker(root, recipe, complete=True)
 
 
 def ensure_dataset(settings: Settings) -> Path:

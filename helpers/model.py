@@ -122,9 +122,23 @@ def feature_size(backbone: nn.Module, image_size: int = 224) -> int:
     return int(out.shape[1])
 
 
+class Float32LogSoftmax(nn.LogSoftmax):
+    """``nn.LogSoftmax`` computed in float32 whatever the precision around it.
+
+    CPU autocast would keep it in bfloat16 or float16, whose rounding shows in losses and
+    probabilities; in float32 it is exactly ``nn.LogSoftmax``.
+    """
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of ``scores`` along ``dim``, in float32."""
+        return super().forward(scores.float())
+
+
 def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] = (512,),
                dropout: float = 0.2) -> nn.Sequential:
     """Linear -> ReLU -> Dropout for each hidden size, then Linear -> LogSoftmax (what ``NLLLoss`` expects).
+
+    The LogSoftmax is :class:`Float32LogSoftmax`, so log-probabilities are float32 in any precision.
 
     ``hidden_units=[]`` gives a single linear layer: a linear classifier on the features.
     """
@@ -142,7 +156,7 @@ def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] =
         layers[f"dropout{number}"] = nn.Dropout(dropout)
         size = int(units)
     layers["output"] = nn.Linear(size, num_classes)
-    layers["log_softmax"] = nn.LogSoftmax(dim=1)
+    layers["log_softmax"] = Float32LogSoftmax(dim=1)
     return nn.Sequential(layers)
 
 

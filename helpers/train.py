@@ -48,39 +48,49 @@ def progress_bar(batches: Batches, description: str, show: bool) -> Batches:
     return tqdm(batches, desc=description, leave=False)
 
 
-def precision(device: str) -> torch.autocast:
-    """The autocast context of :func:`helpers.config.autocast_dtype` (off where float32 is faster)."""
+def autocast(device: str) -> torch.autocast:
+    """An autocast context in the precision :func:`helpers.config.autocast_dtype` chooses (off for float32)."""
     dtype = autocast_dtype(device)
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None)
 
 
-def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str = "cpu",
+def make_scaler(device: str) -> torch.amp.GradScaler | None:
+    """A ``GradScaler`` when the policy computes in float16 (small gradients would round to 0), else ``None``."""
+    return torch.amp.GradScaler(device.split(":")[0]) if autocast_dtype(device) == torch.float16 else None
+
+
+def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str | None = None,
                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                 scaler: torch.amp.GradScaler | None = None, progress: bool = False) -> dict:
-    """One pass over ``batches`` with a gradient step per batch.
+    """One pass over ``batches`` with a gradient step per batch, on ``device`` (``None``: see ``resolve_device``).
 
     Returns the mean loss and accuracy *while training* (dropout on, weights changing) and
-    every batch's loss. Batches go to ``device``, where the model must already be (``fit``
-    puts it there). ``scheduler`` steps after every batch.
+    every batch's loss. In float16 the loss is scaled by ``scaler`` (``fit`` passes one for
+    the whole run; ``None`` makes one for this epoch). ``scheduler`` steps after every batch
+    whose optimizer step was taken (a float16 step is skipped when gradients overflow).
     """
+    device = resolve_device(device)
+    prepare_model(model, device)
+    scaler = scaler or make_scaler(device)
     criterion = nn.NLLLoss()
-    if scaler is None and device.startswith("cuda"):
-        scaler = torch.amp.GradScaler("cuda")  # float16 gradients must be scaled, or small ones vanish
     model.train()
     batch_losses, total_loss, correct, seen = [], 0.0, 0, 0
     for inputs, labels in progress_bar(batches, "train", progress):
         inputs, labels = to_model_input(inputs, device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with precision(device):
+        with autocast(device):
             log_probs = model(inputs)
         loss = criterion(log_probs.float(), labels)
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if scaler is not None:  # steps only if the scaled gradients are finite, then adapts the scale
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        stepped = True
+        if scaler is None:
+            optimizer.step()
+        else:  # steps only if the unscaled gradients are finite; after a skipped step the scale drops
+            scale = scaler.get_scale()
             scaler.step(optimizer)
             scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
+            stepped = scaler.get_scale() >= scale
+        if scheduler is not None and stepped:
             scheduler.step()
         batch_losses.append(loss.item())
         total_loss += batch_losses[-1] * len(labels)
@@ -97,13 +107,13 @@ def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
     """Run ``model`` over every batch; return float32 outputs and int64 labels, on the CPU.
 
     The one inference path: validation, test accuracy, prediction and feature extraction. It
-    leaves ``model`` in evaluation mode on ``device`` (``None``: CUDA if there is a GPU).
+    leaves ``model`` in evaluation mode on ``device`` (``None``: see ``resolve_device``).
     """
     device = resolve_device(device)
     prepare_model(model, device).eval()
     outputs, labels = [], []
     for inputs, batch_labels in progress_bar(batches, "evaluate", progress):
-        with precision(device):
+        with autocast(device):
             outputs.append(model(to_model_input(inputs, device)).float())  # stays on the device: no sync
         labels.append(torch.as_tensor(batch_labels))
     if not outputs:
@@ -151,7 +161,7 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
     in evaluation mode, validation loss and accuracy, the first group's learning rate, seconds.
     ``keep_best`` ends with the best epoch's weights. ``optimizer`` replaces the default Adam
     and its ``lr`` (e.g. with :func:`parameter_groups`); ``scheduler`` steps every batch;
-    ``seed`` makes runs repeat; ``device=None`` means CUDA if there is a GPU.
+    ``seed`` makes runs repeat; ``device=None``: see ``resolve_device``.
     """
     if epochs < 1 or not lr > 0:
         raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")
@@ -164,7 +174,7 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
         if not trainable:
             raise ValueError("The model has no trainable parameters; did you freeze the head too?")
         optimizer = make_optimizer(trainable, lr)
-    scaler = torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
+    scaler = make_scaler(device)  # one for the whole run: its scale carries over from epoch to epoch
     history: dict[str, list] = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "train_eval_loss",
                                                      "train_eval_accuracy", "valid_loss", "valid_accuracy", "lr",
                                                      "seconds")}

@@ -16,8 +16,18 @@ from helpers.config import (Settings, autocast_dtype, default_num_workers, get_s
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    """Make torch report no CUDA device, whatever the machine has."""
+    """Make torch report no CUDA or MPS device, whatever the machine has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+
+
+def pretend_accelerator(monkeypatch, kind: str) -> None:
+    """Make torch report one accelerator, ``cuda`` or ``mps``, as on a GPU machine or a Mac."""
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device(kind))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: kind == "cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: kind == "mps")
 
 
 def test_defaults_without_any_variable(no_gpu):
@@ -122,53 +132,97 @@ def test_resolve_device(no_gpu):
     assert resolve_device("cpu") == "cpu"
     assert resolve_device(" CPU ") == "cpu"
     assert resolve_device(None) == resolve_device("auto") == "cpu"
-    with pytest.raises(ValueError, match="mps"):
-        resolve_device("mps")
+    with pytest.raises(ValueError, match="tpu"):
+        resolve_device("tpu")
 
 
-def test_auto_picks_the_gpu_when_there_is_one(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert resolve_device("auto") == "cuda"
-    assert resolve_device("cuda:1") == "cuda:1"
+@pytest.mark.parametrize("kind", ["cuda", "mps"])
+def test_auto_picks_the_accelerator_there_is(monkeypatch, kind):
+    pretend_accelerator(monkeypatch, kind)
+    assert resolve_device("auto") == resolve_device(None) == kind
+    assert get_settings({"FLOWERS_DEVICE": kind}).device == kind
 
 
-def test_asking_for_cuda_without_a_gpu_is_an_error(no_gpu):
+def test_auto_ignores_accelerators_the_course_does_not_support(monkeypatch):
+    pretend_accelerator(monkeypatch, "xpu")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_asking_for_a_missing_device_is_an_error_that_says_what_to_do(no_gpu):
     with pytest.raises(RuntimeError, match="GPU"):
         resolve_device("cuda")
     with pytest.raises(RuntimeError, match="GPU"):
         get_settings({"FLOWERS_DEVICE": "cuda:0"})
+    with pytest.raises(RuntimeError, match="Apple silicon"):
+        resolve_device("mps")
 
 
-@pytest.mark.parametrize("cores, device, expected", [(2, "cpu", 0), (1, "cpu", 0), (8, "cpu", 4), (16, "cpu", 4),
-                                                     (2, "cuda", 2), (16, "cuda", 8)])
+def test_every_device_parameter_resolves_none_the_same_way(monkeypatch, tiny_root):
+    from helpers.data import make_loaders
+
+    pretend_accelerator(monkeypatch, "cuda")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    loader = make_loaders(tiny_root, batch_size=4)["train"]  # device=None: the GPU the batches will go to
+    assert loader.pin_memory and loader.num_workers == default_num_workers("cuda") == 4
+
+
+@pytest.mark.parametrize("cores, device, expected", [(2, "cpu", 0), (8, "cpu", 4), (2, "cuda", 2), (16, "cuda", 8),
+                                                     (2, "mps", 2), (10, "mps", 4)])
 def test_default_num_workers(monkeypatch, cores, device, expected):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     assert default_num_workers(device) == expected
 
 
-@pytest.mark.parametrize("native_bf16, device, expected", [(False, "cpu", None), (True, "cpu", torch.bfloat16),
-                                                           (False, "cuda", torch.float16),
-                                                           (True, "cuda:0", torch.float16)])
-def test_one_precision_policy(monkeypatch, native_bf16, device, expected):
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_auto_precision_is_float16_on_cuda_and_float32_elsewhere_whatever_the_cpu(monkeypatch, native_bf16):
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native_bf16)
-    assert autocast_dtype(device) == expected
+    monkeypatch.delenv("FLOWERS_PRECISION", raising=False)
+    assert autocast_dtype("cpu") is None and autocast_dtype("mps") is None
+    assert autocast_dtype("cuda") == autocast_dtype("cuda:1") == torch.float16
 
 
-def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+@pytest.mark.parametrize("precision, expected", [("float32", None), ("bfloat16", torch.bfloat16),
+                                                 ("float16", torch.float16)])
+def test_a_chosen_precision_applies_on_every_device(monkeypatch, precision, expected):
+    monkeypatch.setenv("FLOWERS_PRECISION", precision)
+    assert autocast_dtype("cpu") == autocast_dtype("cuda") == expected
+    assert autocast_dtype("cpu", "auto") is None  # an explicit argument wins over the variable
+
+
+def test_precision_setting_is_read_and_checked(monkeypatch):
+    assert get_settings({}).precision == "auto"
+    assert get_settings({"FLOWERS_PRECISION": " BFloat16 "}).precision == "bfloat16"
+    assert "precision bfloat16 (bfloat16)" in get_settings({"FLOWERS_PRECISION": "bfloat16"}).describe()
+    with pytest.raises(ValueError, match="FLOWERS_PRECISION='half'.*float16"):
+        get_settings({"FLOWERS_PRECISION": "half"})
+    monkeypatch.setenv("FLOWERS_PRECISION", "fp8")
+    with pytest.raises(ValueError, match="FLOWERS_PRECISION"):
+        autocast_dtype("cpu")
+
+
+def test_native_bf16_is_read_from_the_cpu_flags_once(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    real_path = config.Path
+    real_path, reads = config.Path, []
 
     def fake_path(name, *rest):
+        reads.append(name)
         return cpuinfo if str(name) == "/proc/cpuinfo" else real_path(name, *rest)
 
     monkeypatch.setattr(config, "Path", fake_path)
+    uncached = config.cpu_has_native_bf16.__wrapped__
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f\n")
-    assert config.cpu_has_native_bf16() is False
+    assert uncached() is False
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
-    assert config.cpu_has_native_bf16() is True
+    assert uncached() is True
     cpuinfo.unlink()  # not Linux: no flags to read
-    assert config.cpu_has_native_bf16() is False
+    assert uncached() is False
+    config.cpu_has_native_bf16.cache_clear()
+    try:
+        first = config.cpu_has_native_bf16()
+        assert config.cpu_has_native_bf16() is first and len(reads) == 4  # the second call reads nothing
+    finally:
+        config.cpu_has_native_bf16.cache_clear()
 
 
 # --- seeding ----------------------------------------------------------------------------------

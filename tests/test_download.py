@@ -11,8 +11,11 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -21,11 +24,12 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from helpers import download
+from helpers import download, prepared
 from helpers.config import get_settings
 from helpers.data import check_layout, make_loaders
-from helpers.download import (MARKER, SOURCE_FILES, SOURCE_URL, TINY_CLASSES, OfflineError, can_reach,
+from helpers.download import (SOURCE_FILES, SOURCE_URL, TINY_CLASSES, OfflineError, can_reach,
                               ensure_dataset, make_tiny_flowers, prepare_flowers102, split_image_ids)
+from helpers.prepared import LOCK, MARKER, preparation_lock
 
 FAST = {"image_size": 64, "images_per_split": (4, 2, 2)}
 TEXT_ORDER = ["1", "10", "100", "11", "2", "21"]
@@ -521,3 +525,61 @@ def test_ensure_dataset_uses_an_own_folder_after_checking_it(tmp_path, tiny_root
     broken = get_settings({"FLOWERS_DATASET_DIR": str(tmp_path / "mine"), "FLOWERS_DEVICE": "cpu"})
     with pytest.raises(FileNotFoundError, match="train/"):
         ensure_dataset(broken)
+
+
+# --- one preparation at a time -------------------------------------------------------------------
+
+PREPARE_IN_A_NEW_PROCESS = ("import sys\nfrom helpers.download import make_tiny_flowers\n"
+                            "make_tiny_flowers(sys.argv[1], image_size=64, images_per_split=(12, 3, 3))\nprint('done')")
+
+
+def start_preparing(root: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", PREPARE_IN_A_NEW_PROCESS, str(root)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def file_times(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_two_processes_preparing_at_once_leave_one_complete_slice(tmp_path, hang_guard):
+    root = tmp_path / "tiny"
+    with hang_guard(120):
+        first, second = start_preparing(root), start_preparing(root)
+        results = [process.communicate() for process in (first, second)]
+    assert [process.returncode for process in (first, second)] == [0, 0], results
+    assert all(out.strip() == "done" and "Error" not in err for out, err in results)
+    assert marker_of(root)["complete"] is True and marker_of(root)["counts"] == {"train": 72, "valid": 18, "test": 18}
+    assert not (root / LOCK).exists()
+
+
+def test_a_second_preparation_waits_for_the_first_and_reuses_its_result(tmp_path, hang_guard):
+    root = make_tiny_flowers(tmp_path / "tiny", image_size=64, images_per_split=(12, 3, 3))
+    before = file_times(root)
+    with hang_guard(120):
+        with preparation_lock(root):  # as if another notebook were preparing it right now
+            waiting = start_preparing(root)
+            time.sleep(1.5)
+            assert waiting.poll() is None, "it did not wait for the lock"
+        out, err = waiting.communicate()
+    assert waiting.returncode == 0 and out.strip() == "done", err
+    assert file_times(root) == before  # reused, not rewritten
+
+
+def test_waiting_too_long_stops_with_a_message_naming_the_folder(tmp_path, monkeypatch):
+    root = tmp_path / "tiny"
+    root.mkdir()
+    (root / LOCK).write_text(f"{socket.gethostname()} {os.getpid()}")  # held by a running process: this one
+    monkeypatch.setattr(prepared, "LOCK_TIMEOUT", 0.5)
+    with pytest.raises(TimeoutError, match=f"preparing {root}.*delete that file"):
+        make_tiny_flowers(root, **FAST)
+    assert (root / LOCK).exists() and not (root / "train").exists()  # someone else's lock: left alone
+
+
+def test_a_lock_left_by_a_process_that_died_is_taken_over(tmp_path):
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    root = tmp_path / "tiny"
+    root.mkdir()
+    (root / LOCK).write_text(f"{socket.gethostname()} {ended.stdout.strip()}")
+    make_tiny_flowers(root, **FAST)
+    assert marker_of(root)["complete"] is True and not (root / LOCK).exists()

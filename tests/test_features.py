@@ -20,7 +20,7 @@ from helpers import features as features_module
 from helpers.data import FlowerFolder, eval_transform
 from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, fold_batchnorm, run_variants,
                               summary_rows, train_head)
-from helpers.model import build_model
+from helpers.model import Float32LogSoftmax, build_model
 from helpers.train import best_epoch, evaluate, model_outputs
 
 ALL_IMAGES = 3 * (2 + 1 + 1)  # the micro slice: 3 classes ("1", "10", "2"), 2 train + 1 valid + 1 test image each
@@ -275,7 +275,7 @@ def test_shuffle_false_trains_on_the_stored_order():
 
 def test_no_hidden_layer_is_a_linear_classifier():
     head, history = train_head(separable(32), separable(16, seed=1), [], 0.0, 0.01, epochs=1, device="cpu")
-    assert [type(layer) for layer in head] == [nn.Linear, nn.LogSoftmax] and len(history["epoch"]) == 1
+    assert [type(layer) for layer in head] == [nn.Linear, Float32LogSoftmax] and len(history["epoch"]) == 1
 
 
 # --- experiments -----------------------------------------------------------------------------------

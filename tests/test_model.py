@@ -14,7 +14,7 @@ from torch import nn
 from helpers import model as model_module
 from helpers.download import OfflineError
 from helpers.data import IMAGENET_MEAN, IMAGENET_STD
-from helpers.model import (FlowerClassifier, build_head, build_model, calibrate_batchnorm,
+from helpers.model import (FlowerClassifier, Float32LogSoftmax, build_head, build_model, calibrate_batchnorm,
                            check_weights_available, count_parameters, feature_size, freeze, known_backbones,
                            load_backbone, unfreeze, weights_file)
 
@@ -57,7 +57,7 @@ def test_head_structure_with_two_hidden_layers():
 
 def test_head_without_hidden_layers_is_one_linear_layer():
     head = build_head(20, 3, [], dropout=0.5)
-    assert [type(m) for m in head] == [nn.Linear, nn.LogSoftmax]
+    assert [type(m) for m in head] == [nn.Linear, Float32LogSoftmax]
     assert head.output.in_features == 20
 
 

@@ -24,7 +24,7 @@ NOTEBOOKS = ROOT / "notebooks"
 COURSE = ["00_quickstart", "01_loading_data", "02_augmentation", "03_pretrained_backbone_and_head",
           "04_training", "05_overfitting_experiments", "06_inference", "07_fine_tuning"]
 sys.path.insert(0, str(ROOT / "tools"))
-from sync_notebooks import SETUP_MARKER, badge, repository_url  # noqa: E402
+from sync_notebooks import SETUP_MARKER, badge, release_tag, repository_url  # noqa: E402
 
 
 def load(name: str) -> dict:
@@ -64,9 +64,22 @@ def test_opens_with_badge_title_goals_and_time(name):
 def test_setup_then_settings_cell(name):
     cells = load(name)["cells"]
     assert cells[1]["cell_type"] == "code" and source(cells[1]).startswith(SETUP_MARKER)
-    assert f"git+{repository_url()}" in source(cells[1])
+    assert f'REPOSITORY = "{repository_url()}"' in source(cells[1])
+    assert f'VERSION = "{release_tag()}"' in source(cells[1]) and "KEEP_DATA_ON_DRIVE = False" in source(cells[1])
     settings = source(cells[2])
     assert "get_settings()" in settings and "print(settings.describe())" in settings
+
+
+def test_a_failed_colab_install_says_why_and_what_to_do(tmp_path):
+    """The setup cell run as on Colab, with an address that has no published copy: one clear error."""
+    cell = source(load("00_quickstart")["cells"][1])
+    cell = re.sub(r'REPOSITORY = ".*"', f'REPOSITORY = "file://{tmp_path / "no-such-fork"}"', cell)
+    script = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n" + cell
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    error = result.stderr.strip().splitlines()
+    assert any(line.startswith("RuntimeError: Could not install the course package") for line in error)
+    assert "For your fork, set REPOSITORY" in result.stderr and "ModuleNotFoundError" not in result.stderr
 
 
 def markdown_after(notebook: dict, heading: str) -> str:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONDA_TO_PIP = {"pytorch": "torch"}
 NOT_PACKAGES = {"python", "pip"}
 # Folders that are not the course's own files: environments, data, caches, build output.
-NOT_OURS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache",
+NOT_OURS = {".git", ".venv", ".venv-colab", "venv", "__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".mypy_cache",
             ".ruff_cache", "build", "dist", "checkpoints", "node_modules"}
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -95,19 +95,32 @@ def test_every_installed_script_points_at_a_function_that_exists():
         assert callable(getattr(importlib.import_module(module), function, None)), f"{name} = {target}"
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_test_commands():
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
-    assert ci == ["make test"]
+    assert ci == ["make test", "make test-colab"]
     readme = (ROOT / "README.md").read_text()
-    assert "make test" in readme and "make demo" in readme
-    assert readme.index("make demo") < readme.index("## "), "the two commands come first"
+    assert "make test" in readme and "make demo" in readme and "make test-colab" in readme
+    assert readme.index("make demo") < readme.index("make test-colab") < readme.index("## "), "the commands come first"
 
 
-def test_makefile_test_target_runs_unit_tests_and_every_notebook():
+def test_both_test_targets_run_the_same_suite_on_the_tiny_slice_in_float32():
     makefile = (ROOT / "Makefile").read_text()
-    recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "pytest tests notebooks" in recipe and "--nbval-lax" in recipe and "FLOWERS_TINY=1" in recipe
+    command = makefile.split("TEST_COMMAND =", 1)[1].split("\ntest:", 1)[0]
+    assert "pytest tests notebooks" in command and "--nbval-lax" in command and "FLOWERS_TINY=1" in command
+    assert "FLOWERS_PRECISION=float32" in command  # the recorded notebook outputs are float32's
+    recipes = {target: makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0] for target in ("test", "test-colab")}
+    assert "$(call TEST_COMMAND,$(PY))" in recipes["test"]
+    assert "$(call TEST_COMMAND,$(COLAB_VENV)/bin/python)" in recipes["test-colab"]
+
+
+def test_colab_versions_live_in_one_file_that_says_where_they_come_from():
+    text = (ROOT / "constraints-colab.txt").read_text()
+    pins = dict(line.split("==") for line in text.splitlines() if line and not line.startswith("#"))
+    assert {"torch", "torchvision", "ipywidgets", "ipykernel", "numpy", "matplotlib", "scipy"} <= set(pins)
+    assert re.search(r"^# python: 3\.\d+$", text, re.MULTILINE) and "Colab" in text.split("\ntorch")[0]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "constraints-colab.txt" in makefile and not re.search(r"torch==|python3\.1\d", makefile)
 
 
 # --- the repository address lives in pyproject.toml; the sync tool copies it -----------------------

@@ -3,6 +3,8 @@ parameter groups, and runs that repeat exactly with a seed."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -11,8 +13,8 @@ from torchvision import transforms
 from helpers.config import seed_everything
 from helpers.data import make_loaders
 from helpers.model import build_model, freeze, unfreeze
-from helpers.train import (best_epoch, evaluate, fit, format_epoch, make_optimizer, model_outputs, parameter_groups,
-                           to_model_input, train_epoch)
+from helpers.train import (autocast, best_epoch, evaluate, fit, format_epoch, make_optimizer, make_scaler,
+                           model_outputs, parameter_groups, to_model_input, train_epoch)
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "train_eval_loss", "train_eval_accuracy", "valid_loss",
                 "valid_accuracy", "lr", "seconds"}
@@ -284,3 +286,91 @@ def test_same_seed_same_history(tiny_root):
     first = seeded_run(tiny_root, seed=11)
     assert seeded_run(tiny_root, seed=11) == first
     assert seeded_run(tiny_root, seed=12) != first  # the seed matters: the check above can fail
+
+
+# --- precision: every path runs on any CPU ------------------------------------------------------
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_log_probabilities_are_float32_in_any_precision(monkeypatch, precision):
+    monkeypatch.setenv("FLOWERS_PRECISION", precision)
+    model = mean_colour_model().eval()
+    images, _ = colour_batches(1)[0]
+    with torch.no_grad(), autocast("cpu"):
+        assert model(images).dtype == torch.float32
+    outputs, _ = model_outputs(model, colour_batches(1), device="cpu")
+    assert outputs.dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_reduced_precision_trains_and_stays_close_to_float32(monkeypatch, precision):
+    histories = {}
+    for name in ("float32", precision):
+        monkeypatch.setenv("FLOWERS_PRECISION", name)
+        histories[name] = fit(mean_colour_model(), colour_batches(seed=0), colour_batches(seed=1), epochs=4, lr=0.05,
+                              seed=0, **QUIET)
+    reduced, full = histories[precision], histories["float32"]
+    assert reduced["train_loss"][-1] < reduced["train_loss"][0]
+    assert reduced["valid_loss"] != full["valid_loss"]  # the reduced precision really ran
+    assert reduced["valid_loss"] == pytest.approx(full["valid_loss"], rel=0.05, abs=0.01)
+
+
+class CountingScaler(torch.amp.GradScaler):
+    """A CPU GradScaler that counts how often the loss was scaled and steps were asked for."""
+
+    def __init__(self) -> None:
+        super().__init__("cpu")
+        self.scaled = self.steps = 0
+
+    def scale(self, outputs):
+        self.scaled += 1
+        return super().scale(outputs)
+
+    def step(self, optimizer, *args, **kwargs):
+        self.steps += 1
+        return super().step(optimizer, *args, **kwargs)
+
+
+def test_float16_scales_every_backward_with_one_scaler_for_the_whole_run(monkeypatch):
+    from helpers import train
+
+    monkeypatch.setenv("FLOWERS_PRECISION", "float16")
+    made = []
+    monkeypatch.setattr(train, "make_scaler", lambda device: made.append(CountingScaler()) or made[-1])
+    fit(mean_colour_model(), colour_batches(n_batches=3), colour_batches(1), epochs=2, lr=0.05, **QUIET)
+    assert len(made) == 1  # its scale carries over from epoch to epoch
+    assert made[0].scaled == made[0].steps == 6
+
+
+def test_no_scaler_in_float32_and_bfloat16(monkeypatch):
+    for precision in ("float32", "bfloat16"):
+        monkeypatch.setenv("FLOWERS_PRECISION", precision)
+        assert make_scaler("cpu") is None
+    monkeypatch.setenv("FLOWERS_PRECISION", "float16")
+    assert isinstance(make_scaler("cpu"), torch.amp.GradScaler)
+
+
+def test_an_overflowing_float16_step_is_skipped_and_the_scheduler_waits(monkeypatch):
+    monkeypatch.setenv("FLOWERS_PRECISION", "float16")
+    model = mean_colour_model()
+    optimizer = make_optimizer(model.head.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    scaler = CountingScaler()
+    images, labels = colour_batches(1)[0]
+    images[0, 0, 0, 0] = float("inf")  # the gradients overflow
+    before, scale = state(model), scaler.get_scale()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        train_epoch(model, [(images, labels)], optimizer, "cpu", scheduler, scaler)
+    assert same_state(state(model), before)  # the step was skipped
+    assert scaler.get_scale() < scale  # and the scale lowered
+    assert scheduler.last_epoch == 0 and optimizer.param_groups[0]["lr"] == 0.1
+    train_epoch(model, colour_batches(2), optimizer, "cpu", scheduler, scaler)  # finite gradients: steps again
+    assert not same_state(state(model), before)
+    assert scheduler.last_epoch == 2
+
+
+def test_train_epoch_without_a_device_uses_the_default_one_and_moves_the_model(monkeypatch):
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    model = mean_colour_model()
+    result = train_epoch(model, colour_batches(2), make_optimizer(model.head.parameters(), 0.05))
+    assert len(result["batch_losses"]) == 2

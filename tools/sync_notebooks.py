@@ -1,8 +1,9 @@
-"""Keep the notebooks' Colab badges and setup cells, and README's links, in step with the repository address.
+"""Keep the notebooks' Colab badges and setup cells, and README's links, in step with pyproject.toml.
 
-The address lives in one place, ``[project.urls] Repository`` in pyproject.toml. The
-notebooks need it before ``helpers`` is installed (a badge that opens the notebook in
-Colab; a setup cell that pip-installs the package there), so this script writes it
+The address lives in one place, ``[project.urls] Repository`` in pyproject.toml, and so does
+the version (``[project] version``; its release is tagged ``v<version>``). The notebooks need
+both before ``helpers`` is installed (a badge that opens the notebook in Colab; a setup cell
+that pip-installs the release the notebook was written for), so this script writes them
 into them. ``--check`` changes nothing and exits 1 if a notebook is out of step
 (a test runs it that way).
 
@@ -28,6 +29,11 @@ def repository_url() -> str:
     return project["urls"]["Repository"].rstrip("/").removesuffix(".git")
 
 
+def release_tag() -> str:
+    """The git tag of the package version the notebooks are written for: ``v`` + pyproject's version."""
+    return "v" + tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
 def badge(url: str, notebook: Path) -> str:
     """Markdown for the 'Open in Colab' badge of one notebook (branch main)."""
     github = url.removeprefix("https://github.com/")
@@ -35,16 +41,32 @@ def badge(url: str, notebook: Path) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({target})"
 
 
-def setup_source(url: str) -> str:
-    """The setup cell: pip-install the package from the repository, on Colab only."""
+def setup_source(url: str, tag: str) -> str:
+    """The setup cell: on Colab, optionally keep the data on Google Drive, then pip-install release ``tag``."""
     return "\n".join([
         SETUP_MARKER,
+        "import os",
+        "import subprocess",
         "import sys",
         "",
-        'if "google.colab" in sys.modules:',
-        "    import subprocess",
+        f'REPOSITORY = "{url}"  # your fork? put its address here',
+        f'VERSION = "{tag}"  # the release this notebook was written for: a tag, branch or commit',
+        "KEEP_DATA_ON_DRIVE = False  # True: data and checkpoints on Google Drive, shared by every notebook",
         "",
-        f'    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "git+{url}"], check=True)',
+        'if "google.colab" in sys.modules:',
+        "    if KEEP_DATA_ON_DRIVE:  # each Colab notebook is its own machine; Drive outlives them",
+        "        from google.colab import drive",
+        "",
+        '        drive.mount("/content/drive")',
+        '        os.environ["FLOWERS_DATA_ROOT"] = "/content/drive/MyDrive/flowers-data"',
+        '    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"git+{REPOSITORY}@{VERSION}"],',
+        "                             capture_output=True, text=True)",
+        "    if install.returncode != 0:",
+        '        raise RuntimeError(f"Could not install the course package from {REPOSITORY} at {VERSION}:\\n"',
+        '                           f"{install.stderr.strip()[-1500:]}\\n"',
+        '                           "REPOSITORY must be a published copy of the course that has VERSION (a tag, "',
+        '                           "branch or commit). For your fork, set REPOSITORY to its address and VERSION to "',
+        '                           "one of its branches, then run this cell again.")',
     ])
 
 
@@ -62,7 +84,7 @@ def synced(notebook: dict, path: Path, url: str) -> dict:
     first = BADGE_PATTERN.sub(new_badge, first) if BADGE_PATTERN.search(first) else f"{new_badge}\n\n{first}"
     cells[0]["source"] = _lines(first)
     setup = {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
-             "source": _lines(setup_source(url))}
+             "source": _lines(setup_source(url, release_tag()))}
     existing = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and "".join(c["source"]).startswith(SETUP_MARKER)]
     if existing and "id" in cells[existing[0]]:
         setup["id"] = cells[existing[0]]["id"]

@@ -1,0 +1,161 @@
+"""``python -m helpers check``: is this machine ready for the course? Run it first on a new machine.
+
+It prints the versions, the device and precision the notebooks will use, and the results
+of three small trials: a forward and backward pass of the configured backbone in that
+precision against float32, a DataLoader with the default workers over a few generated
+images, and the backbone's forward speed. The verdict comes last; each problem is one
+line with its fix, and the exit status is 1 if there is any.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from importlib import metadata
+from typing import Callable
+
+import torch
+from torch import nn
+
+from helpers.config import Settings, autocast_dtype, cpu_cores, cpu_has_native_bf16, get_settings
+from helpers.data import make_loaders
+from helpers.download import OfflineError, make_tiny_flowers
+from helpers.model import build_head, check_weights_available, feature_size, load_backbone, weights_file
+from helpers.train import autocast, prepare_model, to_model_input
+
+Problems = list[str]  # one line each: what is wrong, then what to do
+
+
+def version_lines(problems: Problems) -> list[str]:
+    """Python and the course's packages; too old or missing ones become problems."""
+    lines = [f"python:      {platform.python_version()} ({sys.executable})"]
+    for package in ("torch", "torchvision", "ipywidgets", "matplotlib", "numpy"):
+        try:
+            lines.append(f"{package + ':':<12} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            problems.append(f"{package} is not installed: pip install {package}")
+    if sys.version_info < (3, 10):
+        problems.append("Python is older than 3.10: install Python 3.10 or newer")
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < (2, 6):
+        problems.append(f"torch {torch.__version__} is older than 2.6: pip install -U torch torchvision")
+    return lines
+
+
+def device_lines(settings: Settings) -> list[str]:
+    """The device and the precision policy, with what this CPU does with bfloat16."""
+    dtype = autocast_dtype(settings.device, settings.precision)
+    name = str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+    lines = [f"device:      {settings.device}" + (f" ({torch.cuda.get_device_name()})"
+                                                  if settings.device.startswith("cuda") else ""),
+             f"precision:   {name} (FLOWERS_PRECISION={settings.precision})"]
+    native = cpu_has_native_bf16()
+    lines.append(f"cpu:         {cpu_cores()} cores, bfloat16 " + (
+        "native: FLOWERS_PRECISION=bfloat16 makes a CPU's convolutions about 2.5x faster" if native
+        else "emulated (slower than float32): keep float32 on the CPU"))
+    return lines
+
+
+def forward_backward(settings: Settings, problems: Problems, batch_size: int = 4, size: int = 224) -> str:
+    """One training step's arithmetic in the chosen precision, against float32 (random weights: no download)."""
+    torch.manual_seed(0)
+    backbone = load_backbone(settings.backbone, pretrained=False)
+    model = prepare_model(nn.Sequential(backbone, build_head(feature_size(backbone), 10, [])), settings.device)
+    images = to_model_input(torch.randn(batch_size, 3, size, size), settings.device)
+    labels = torch.arange(batch_size, device=settings.device) % 10
+    reference = model(images).float()  # float32: no autocast
+    with autocast(settings.device):
+        log_probs = model(images).float()
+    loss = nn.functional.nll_loss(log_probs, labels)
+    loss.backward()
+    gradients_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    if not (torch.isfinite(loss) and gradients_finite):
+        problems.append("the training step gave a non-finite loss or gradients in this precision: "
+                        "set FLOWERS_PRECISION=float32")
+    difference = (log_probs - reference).abs().max().item()
+    return f"train step:  {settings.backbone}, loss {loss.item():.3f}, largest difference from float32 {difference:.2g}"
+
+
+def loader_trial(settings: Settings, problems: Problems) -> str:
+    """A DataLoader with the default number of workers for the device, over a few generated images."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = make_tiny_flowers(folder, num_classes=2, images_per_split=(8, 1, 1), image_size=64)
+        loader = make_loaders(root, batch_size=4, device=settings.device, num_workers=settings.num_workers)["train"]
+        start = time.perf_counter()
+        try:
+            images = sum(len(labels) for _, labels in loader)
+        except Exception as error:  # noqa: BLE001 - worker processes fail in many ways (memory, spawn)
+            problems.append(f"a DataLoader with {loader.num_workers} worker(s) failed ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())[:200]}): set FLOWERS_WORKERS=0")
+            return f"data loader: failed with {loader.num_workers} worker(s)"
+        seconds = time.perf_counter() - start
+        workers = loader.num_workers
+        del loader  # ends the worker processes before the folder goes
+    return f"data loader: {images} images with {workers} worker(s) in {seconds:.1f} s"
+
+
+@torch.no_grad()
+def forward_speed(settings: Settings, batch_size: int = 8, size: int = 224, batches: int = 3) -> str:
+    """Images per second through the backbone in evaluation mode, after one warm-up batch."""
+    backbone = prepare_model(load_backbone(settings.backbone, pretrained=False), settings.device).eval()
+    images = to_model_input(torch.randn(batch_size, 3, size, size), settings.device)
+    for number in range(batches + 1):
+        if number == 1:
+            synchronize(settings.device)
+            start = time.perf_counter()
+        with autocast(settings.device):
+            backbone(images)
+    synchronize(settings.device)
+    speed = batches * batch_size / (time.perf_counter() - start)
+    return f"forward:     {speed:.0f} images/s ({settings.backbone}, batch {batch_size}, {size} px)"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the GPU to finish its queued work, so that timings measure it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def run_check(print_line: Callable[[str], None] = print) -> int:
+    """Print the report and the verdict; return 0 if the machine is ready, 1 if not."""
+    problems: Problems = []
+    for line in version_lines(problems):
+        print_line(line)
+    try:
+        settings = get_settings()
+    except (ValueError, RuntimeError) as error:
+        problems.append(f"the settings cannot be used: {error}")
+        settings = None
+    if settings is not None:
+        for line in device_lines(settings):
+            print_line(line)
+        trials = [lambda: forward_backward(settings, problems), lambda: loader_trial(settings, problems),
+                  lambda: forward_speed(settings)]
+        if settings.pretrained:
+            trials.insert(0, lambda: weights_line(settings, problems))
+        for trial in trials:
+            try:
+                print_line(trial())
+            except Exception as error:  # noqa: BLE001 - every failure becomes a problem line, not a traceback
+                problems.append(f"{type(error).__name__}: {' '.join(str(error).split())}")
+    for problem in problems:
+        print_line(f"problem:     {problem}")
+    verdict = "ready" if not problems else f"not ready ({len(problems)} problem{'s' * (len(problems) > 1)} above)"
+    print_line(f"verdict:     {verdict}")
+    return 1 if problems else 0
+
+
+def weights_line(settings: Settings, problems: Problems) -> str:
+    """Whether the backbone's pretrained weights are cached or downloadable (all but the tiny slice need them)."""
+    path = weights_file(settings.backbone)
+    try:
+        check_weights_available(settings.backbone)
+    except OfflineError:
+        problems.append(f"no pretrained {settings.backbone} weights: not in {path} and no internet; connect, copy "
+                        "the file there, or set FLOWERS_TINY=1 (random weights, tiny slice)")
+        return "weights:     missing"
+    return f"weights:     pretrained {settings.backbone}, " + (f"cached at {path}" if path.exists()
+                                                              else "downloadable (not cached yet)")

@@ -1,0 +1,106 @@
+"""A prepared dataset folder: the marker that says what was written there, and one preparation at a time.
+
+``helpers.download`` writes Flowers102 and the tiny slice as ``root/{train,valid,test}/...``.
+The marker ``root/.prepared.json`` records the recipe, whether it finished and how many files
+each split got. The lock ``root/.preparing.lock`` lets two notebooks opened together share
+one preparation: the second waits for the first, then reuses its result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+from helpers.config import SPLITS
+
+MARKER = ".prepared.json"
+LOCK = ".preparing.lock"
+LOCK_TIMEOUT = 1800.0  # seconds to wait for another preparation: Flowers102 takes minutes, not half an hour
+
+
+def _lock_owner_is_gone(lock: Path) -> bool:
+    """True if ``lock`` names a process of this machine that no longer runs (it died without cleaning up)."""
+    try:
+        host, pid = lock.read_text().split()
+        if host != socket.gethostname():
+            return False
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, ValueError):  # not written yet, just removed, or another user's process
+        return False
+    return False
+
+
+@contextlib.contextmanager
+def preparation_lock(root: Path) -> Iterator[None]:
+    """Hold ``root/.preparing.lock`` while preparing ``root``; wait while another process holds it.
+
+    The lock file holds its owner's host and process id, so a lock left by a process that
+    died is taken over. Past :data:`LOCK_TIMEOUT` seconds a ``TimeoutError`` names the folder.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    lock, deadline = root / LOCK, time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            if _lock_owner_is_gone(lock):
+                lock.unlink(missing_ok=True)
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"Another process has been preparing {root} for over {LOCK_TIMEOUT:.0f} s (lock "
+                                   f"file {lock}). If nothing else is preparing it, delete that file and run again.")
+            else:
+                time.sleep(0.2)
+    with os.fdopen(handle, "w") as file:
+        file.write(f"{socket.gethostname()} {os.getpid()}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def count_files(root: Path) -> dict[str, int]:
+    """Files per split, dot-files and dot-folders (a file browser's .DS_Store, say) not counted."""
+    return {split: sum(1 for path in (root / split).rglob("[!.]*") if path.is_file()
+                       and not any(part.startswith(".") for part in path.relative_to(root).parts))
+            for split in SPLITS}
+
+
+def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
+    """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours."""
+    marker = root / MARKER
+    if not marker.exists():
+        if any((root / split).exists() for split in SPLITS):
+            raise FileExistsError(f"{root} already has train/valid/test folders that helpers did not write. Use it "
+                                  "directly with make_loaders, or pick an empty folder (nothing was changed).")
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except ValueError:
+        raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare it again.") from None
+    if done.get("recipe") != recipe and done.get("complete") and not replace_other_recipe:
+        raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for {recipe}. "
+                              "Use another folder for this variant (nothing was changed).")
+    return done.get("recipe") == recipe and done.get("complete") is True and done.get("counts") == count_files(root)
+
+
+def write_marker(root: Path, recipe: dict, complete: bool) -> None:
+    """Record ``recipe`` in ``root``'s marker: unfinished, or complete with its file counts."""
+    counts = count_files(root) if complete else None
+    (root / MARKER).write_text(json.dumps({"recipe": recipe, "complete": complete, "counts": counts}, indent=1))
+
+
+def start_writing(root: Path, recipe: dict) -> None:
+    """Mark ``root`` as ours and unfinished, then clear the split folders an earlier run left."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_marker(root, recipe, complete=False)
+    for split in SPLITS:
+        shutil.rmtree(root / split, ignore_errors=True)
