@@ -13,8 +13,7 @@ from torch.utils.data import DataLoader
 
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.data import BadImageError, eval_transform, load_rgb_image, make_loaders
-from helpers.inference import (Prediction, SplitResult, accuracy, evaluate_split, idx_to_class, predict,
-                               process_image)
+from helpers.inference import Prediction, SplitResult, accuracy, evaluate_split, idx_to_class, predict
 from helpers.model import build_model
 from helpers.train import evaluate
 
@@ -78,9 +77,6 @@ def test_top_k_is_ordered_most_probable_first(flower, make_backbone):
     assert result[0].folder == idx_to_class(TINY_CLASS_TO_IDX)[max(range(6), key=lambda i: scores[i])]
 
 
-def test_idx_to_class_inverts():
-    assert idx_to_class(TINY_CLASS_TO_IDX)[2] == "100"
-    assert idx_to_class({"a": 1, "b": 0}) == {0: "b", 1: "a"}
 
 
 def test_prediction_after_a_checkpoint_round_trip(tmp_path, flower, make_backbone):
@@ -105,13 +101,6 @@ def test_predict_sees_the_image_as_validation_does(flower, make_backbone):
         expected = model.eval()(eval_transform(None)(load_rgb_image(flower)).unsqueeze(0))[0].exp()
     result = predict(flower, model, topk=6, device="cpu")
     assert [p.probability for p in result] == pytest.approx(expected.sort(descending=True).values.tolist(), rel=1e-5)
-
-
-@pytest.mark.parametrize("backbone", [None, "resnet18", "efficientnet_b0"])
-def test_process_image_is_the_validation_pipeline(flower, backbone):
-    tensor = process_image(flower, backbone)
-    assert tensor.shape == (3, 224, 224) and tensor.dtype == torch.float32
-    assert torch.equal(tensor, eval_transform(backbone)(load_rgb_image(flower)))
 
 
 # --- bad inputs ----------------------------------------------------------------------------------------

@@ -88,11 +88,6 @@ def test_package_does_not_pin_torch():
             assert "==" not in spec and "<" not in spec, f"{name}{spec}: let Colab keep its own torch"
 
 
-def test_every_installed_script_points_at_a_function_that_exists():
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"].get("scripts", {})
-    for name, target in scripts.items():
-        module, _, function = target.partition(":")
-        assert callable(getattr(importlib.import_module(module), function, None)), f"{name} = {target}"
 
 
 def test_ci_runs_exactly_the_readme_test_commands():
@@ -111,7 +106,7 @@ def test_both_test_targets_run_the_same_suite_on_the_tiny_slice_in_float32():
     assert "FLOWERS_PRECISION=float32" in command  # the recorded notebook outputs are float32's
     recipes = {target: makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0] for target in ("test", "test-colab")}
     assert "$(call TEST_COMMAND,$(PY))" in recipes["test"]
-    assert "$(call TEST_COMMAND,$(COLAB_VENV)/bin/python)" in recipes["test-colab"]
+    assert "$(call TEST_COMMAND,$(COLAB_VENV)/bin/python," in recipes["test-colab"]
 
 
 def test_colab_versions_live_in_one_file_that_says_where_they_come_from():
