@@ -44,10 +44,10 @@ def atomic_save(data: Any, path: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_idx: dict[str, int] | None = None,
                     epoch: int | None = None, history: dict | None = None,
                     cat_to_name: dict[str, str] | None = None) -> Path:
-    """Save ``model`` (backbone name, head shape and weights, class mapping, names) to ``path``.
+    """Save ``model`` (backbone name and weights, head shape and weights, class mapping, names) to ``path``.
 
-    The backbone's weights are stored only when torchvision cannot rebuild them (random or
-    custom weights, a fine-tuned stage), so a frozen pretrained backbone's checkpoint is small.
+    The backbone's weights are always stored (about 45 MB for resnet18): the file is the whole
+    classifier, loads offline, and a backbone fine-tuned in any way, by ``unfreeze`` or by hand, is kept.
     """
     if not isinstance(model, FlowerClassifier):
         raise TypeError("save_checkpoint expects a model made by helpers.model.build_model.")
@@ -57,8 +57,6 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
                          "without it predictions cannot be mapped back to class folders.")
     if len(class_to_idx) != model.num_classes:
         raise ValueError(f"class_to_idx has {len(class_to_idx)} classes but the head outputs {model.num_classes}.")
-    fine_tuned = model.backbone_trained or any(p.requires_grad for p in model.backbone.parameters())
-    store_backbone = model.custom_backbone or not model.pretrained or fine_tuned
     names = cat_to_name or model.cat_to_name
     return atomic_save({
         "format": FORMAT, "backbone": model.backbone_name, "custom_backbone": bool(model.custom_backbone),
@@ -66,8 +64,7 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
         "num_classes": int(model.num_classes), "hidden_units": list(model.hidden_units),
         "dropout": float(model.dropout), "class_to_idx": {str(k): int(v) for k, v in class_to_idx.items()},
         "head_state_dict": {k: v.detach().cpu() for k, v in model.head.state_dict().items()},
-        "backbone_state_dict": ({k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
-                                if store_backbone else None),
+        "backbone_state_dict": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
         "epoch": None if epoch is None else int(epoch),
         "history": {str(k): [v if v is None or isinstance(v, int) else float(v) for v in values]
                     for k, values in history.items()}
@@ -134,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
         raise CheckpointError(f"{path}: the head weights do not match the stored head shape "
                               f"(expected {_shapes(head.state_dict())}, found {_shapes(data['head_state_dict'])}).")
     stored = data["backbone_state_dict"]
-    pretrained = stored is None  # stored weights replace torchvision's: no need to download those
+    pretrained = stored is None  # older checkpoints stored only what torchvision could not rebuild
     module = backbone if isinstance(backbone, nn.Module) else load_backbone(data["backbone"], pretrained)
     if stored is not None:
         if _shapes(module.state_dict()) != _shapes(stored):
@@ -145,5 +142,4 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                              data["pretrained"], data["custom_backbone"])
     model.class_to_idx, model.cat_to_name = dict(data["class_to_idx"]), data.get("cat_to_name")
     model.epoch, model.history = data.get("epoch"), data.get("history")
-    model.backbone_trained = stored is not None  # a later save_checkpoint stores them again
     return model.to(resolve_device(device)).eval()

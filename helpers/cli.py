@@ -21,15 +21,17 @@ from typing import Sequence
 
 from helpers.check import run_check
 from helpers.checkpoint import load_checkpoint, save_checkpoint
-from helpers.config import get_settings, resolve_device, seed_everything
+from helpers.config import DeviceError, get_settings, resolve_device, seed_everything
 from helpers.data import eval_transform, load_cat_to_name, make_loaders, train_transform
-from helpers.download import make_tiny_flowers, prepare_flowers102
+from helpers.download import OfflineError, make_tiny_flowers, prepare_flowers102
 from helpers.features import FeatureBatches, cached_features, train_head
 from helpers.inference import predict
 from helpers.model import build_model, check_backbone_name, check_weights_available, count_parameters, unfreeze
 from helpers.train import best_epoch, evaluate, fit, make_optimizer, parameter_groups
 
-USER_ERRORS = (OSError, ValueError, RuntimeError)  # missing files, bad values, offline: one line, not a traceback
+# The project's own errors (missing files, bad values, offline, no such device): one line, not a traceback.
+# Other errors, torch's RuntimeErrors among them, keep their traceback.
+USER_ERRORS = (OSError, ValueError, OfflineError, DeviceError)
 
 
 def hidden_units_from_options(values: list[int] | None) -> list[int]:

@@ -20,6 +20,10 @@ SPLITS = ("train", "valid", "test")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 
+class DeviceError(RuntimeError):
+    """A device was asked for that this machine does not have. The message says what to do."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a notebook or command runs with. Build it with :func:`get_settings`."""
@@ -144,12 +148,12 @@ def resolve_device(requested: str | None = "auto") -> str:
         return kind if kind in ("cuda", "mps") else "cpu"
     if choice.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("A GPU was asked for, but torch sees no CUDA device. On Colab choose Runtime > "
+            raise DeviceError("A GPU was asked for, but torch sees no CUDA device. On Colab choose Runtime > "
                                "Change runtime type > GPU; elsewhere drop --gpu or set FLOWERS_DEVICE=cpu.")
         return choice
     if choice == "mps":
         if not torch.backends.mps.is_available():
-            raise RuntimeError("Apple's MPS was asked for, but torch cannot use it here: it needs a Mac with Apple "
+            raise DeviceError("Apple's MPS was asked for, but torch cannot use it here: it needs a Mac with Apple "
                                "silicon, macOS 12.3 or later and an arm64 Python. Set FLOWERS_DEVICE=cpu or auto.")
         return choice
     if choice == "cpu":

@@ -15,6 +15,7 @@ import random
 import shutil
 import socket
 import threading
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,7 +23,7 @@ from PIL import Image, ImageDraw
 from torchvision.datasets import Flowers102
 
 from helpers.config import SPLITS, Settings
-from helpers.data import check_layout
+from helpers.data import check_layout, preprocessing
 from helpers.prepared import is_done, preparation_lock, start_writing, write_marker
 
 SOURCE_URL = "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/"
@@ -247,5 +248,10 @@ def ensure_dataset(settings: Settings) -> Path:
         return settings.own_dataset
     if settings.tiny:
         return make_tiny_flowers(settings.dataset_dir)
+    resize = preprocessing(settings.backbone)["resize"]
+    if settings.resize_to and settings.resize_to < resize:  # e.g. efficientnet_b4 (384), vit_h_14 (518)
+        warnings.warn(f"Flowers102 is stored at {settings.resize_to} px, but {settings.backbone} resizes images to "
+                      f"{resize} px: they are enlarged, blurrier than the photos predict() gets. Set "
+                      f"FLOWERS_RESIZE_TO={resize} (or 0 for the original files).", stacklevel=2)
     return prepare_flowers102(settings.dataset_dir, split=settings.split, resize_to=settings.resize_to,
                               download_dir=settings.data_root / "downloads")

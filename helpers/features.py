@@ -8,6 +8,7 @@ and its outputs are saved to disk; heads then train on them with the one loop,
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from pathlib import Path
@@ -15,15 +16,17 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
-from torch.fx.experimental.optimization import fuse
+
+from torch.utils.data import DataLoader
 
 from helpers.checkpoint import atomic_save
-from helpers.config import autocast_dtype, resolve_device, seed_everything
-from helpers.data import eval_transform, make_loaders, preprocessing, train_transform
+from helpers.config import autocast_dtype, default_num_workers, resolve_device, seed_everything
+from helpers.data import FlowerFolder, eval_transform, iter_image_files, train_transform
 from helpers.model import build_head, count_parameters
 from helpers.train import fit, model_outputs
 
-CACHE_FORMAT = 4  # bump when the way features are computed changes, so old files are not reused
+CACHE_FORMAT = 5  # bump when the way features are computed changes, so old files are not reused
+EXTRACTION_BATCH = 64
 
 
 class FeatureSet(NamedTuple):
@@ -59,79 +62,73 @@ class FeatureBatches:
             yield features[batch], labels[batch]
 
 
-def _fingerprint(model: nn.Module, folder: Path) -> str:
-    """A hash of the backbone's weights and of every file's name, size and modification time."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+def backbone_fingerprint(backbone: nn.Module) -> str:
+    """A hash of what decides the backbone's features: its modules and their settings (``repr``), the source
+    code of module classes defined outside torch (a custom pooling, say), and its weights."""
+    digest = hashlib.sha256(repr(backbone).encode())
+    own_classes = {type(m) for m in backbone.modules() if not type(m).__module__.startswith("torch")}
+    for cls in sorted(own_classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        try:
+            digest.update(inspect.getsource(cls).encode())
+        except (OSError, TypeError):  # defined interactively without a file: its name at least
+            digest.update(cls.__qualname__.encode())
+    for name, tensor in backbone.state_dict().items():
         digest.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(f"{path.relative_to(folder)}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
-def fold_batchnorm(backbone: nn.Module) -> nn.Module:
-    """A copy of ``backbone`` for inference, each batch norm folded into the convolution before it.
-
-    In evaluation mode batch norm is a fixed scale and shift per channel, which can be merged
-    into the convolution's weights and bias: the same features up to rounding, a little
-    faster. A model that ``torch.fx`` cannot trace is returned as it is.
-    """
-    try:
-        return fuse(backbone.eval())  # traces a copy (the backbone itself is only put in evaluation mode)
-    except Exception:  # noqa: BLE001 - custom models with Python control flow simply run unfolded
-        return backbone
-
-
-def _extract(model: nn.Module, root: Path, split: str, transform, views: int, seed: int, cache_dir: Path,
-             batch_size: int, num_workers: int | None, device: str, verbose: bool, decode_size: int) -> list[FeatureSet]:
-    """``views`` passes of one split through the backbone, from the cache when its key matches."""
-    backbone = getattr(model, "backbone", model)
-    key = {"format": CACHE_FORMAT, "split": split, "inputs": _fingerprint(backbone, root / split),
-           "transform": repr(transform), "precision": str(autocast_dtype(device)), "views": views, "seed": seed}
-    path = cache_dir / f"{split}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.pt"
-    if path.exists():
-        stored = torch.load(path, map_location="cpu", weights_only=True)
-        if stored["key"] == key:
-            if verbose:
-                print(f"{split}: features loaded from the cache {path.name}")
-            return [FeatureSet(f, stored["labels"], stored["classes"]) for f in stored["features"]]
-    start = time.perf_counter()
-    loader = make_loaders(root, batch_size, train_tf=transform, eval_tf=transform, shuffle=False,
-                          num_workers=num_workers, device=device, decode_size=decode_size)[split]
-    seed_everything(seed)  # augmentations draw from torch's generator (in workers: seeds the loader derives)
-    folded = fold_batchnorm(backbone)
-    outputs = [model_outputs(folded, loader, device) for _ in range(views)]
-    sets = [FeatureSet(features, labels, list(loader.dataset.classes)) for features, labels in outputs]
-    atomic_save({"key": key, "features": [s.features for s in sets], "labels": sets[0].labels,
-                 "classes": sets[0].classes}, path)
-    if verbose:
-        print(f"{split}: {views} x {tuple(sets[0].features.shape)} features in {time.perf_counter() - start:.1f} s, "
-              f"cached as {path.name}")
-    return sets
+def files_fingerprint(folder: Path) -> str:
+    """A hash of every image's name, size and modification time (dot-files such as .DS_Store left out)."""
+    digest = hashlib.sha256()
+    for path in iter_image_files(folder):
+        digest.update(f"{path.relative_to(folder)}|{path.stat().st_size}|{path.stat().st_mtime_ns}".encode())
+    return digest.hexdigest()
 
 
 def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0, cache_dir: str | Path | None = None,
-                    batch_size: int = 64, num_workers: int | None = None, device: str | None = None, seed: int = 0,
+                    num_workers: int | None = None, device: str | None = None, seed: int = 0,
                     verbose: bool = True) -> dict[str, FeatureSet | list[FeatureSet]]:
     """Features of the train, valid and test images, computed once and then read from ``cache_dir``.
 
+    Notebook 05's extraction loop, per split: a ``FlowerFolder`` with the evaluation transform, a
+    ``DataLoader``, and the backbone in evaluation mode without gradients (``model_outputs``).
     ``model``: a classifier from ``build_model`` (its backbone runs) or a bare backbone.
     ``augmented_views=K`` adds "train_views": K passes of the training images through
-    :func:`helpers.data.train_transform`. The cache (default ``root/.feature_cache``) is keyed
-    by the backbone's weights, every file, the transform, the precision and the seed.
+    :func:`helpers.data.train_transform`, drawn with ``seed`` (also in loader workers). The
+    cache (default ``root/.feature_cache``) is keyed by the backbone's code and weights, the
+    split's images, the transform, the precision, the views and the seed.
     """
     if augmented_views < 0:
         raise ValueError(f"augmented_views must be 0 or more, not {augmented_views}.")
     root, device = Path(root).expanduser(), resolve_device(device)
     cache_dir = Path(cache_dir).expanduser() if cache_dir else root / ".feature_cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
+    backbone = getattr(model, "backbone", model)
     name = None if getattr(model, "custom_backbone", True) else model.backbone_name
-    common = (seed, cache_dir, batch_size, num_workers, device, verbose, preprocessing(name)["resize"])
-    result: dict = {split: _extract(model, root, split, eval_transform(name, uint8=True), 1, *common)[0]
-                    for split in ("train", "valid", "test")}
-    if augmented_views:
-        result["train_views"] = _extract(model, root, "train", train_transform(name), augmented_views, *common)
+    code_and_weights = backbone_fingerprint(backbone)  # once per call: hashing the weights takes a moment
+    passes = [(split, split, eval_transform(name), 1) for split in ("train", "valid", "test")]
+    passes += [("train_views", "train", train_transform(name), augmented_views)] if augmented_views else []
+    result: dict = {}
+    for output, split, transform, views in passes:
+        key = {"format": CACHE_FORMAT, "backbone": code_and_weights, "images": files_fingerprint(root / split),
+               "transform": repr(transform), "precision": str(autocast_dtype(device)), "views": views, "seed": seed}
+        path = cache_dir / f"{split}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.pt"
+        stored = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+        if stored is not None and stored["key"] == key:
+            sets = [FeatureSet(f, stored["labels"], stored["classes"]) for f in stored["features"]]
+        else:
+            start, dataset = time.perf_counter(), FlowerFolder(root / split, transform)
+            workers = default_num_workers(device) if num_workers is None else num_workers
+            loader = DataLoader(dataset, EXTRACTION_BATCH, num_workers=workers, pin_memory=device.startswith("cuda"),
+                                generator=torch.Generator().manual_seed(seed))  # seeds the workers' random draws
+            seed_everything(seed)  # random draws without workers
+            sets = [FeatureSet(*model_outputs(backbone, loader, device), dataset.classes) for _ in range(views)]
+            atomic_save({"key": key, "features": [s.features for s in sets], "labels": sets[0].labels,
+                         "classes": sets[0].classes}, path)
+            if verbose:
+                print(f"{split}: {views} x {tuple(sets[0].features.shape)} features in "
+                      f"{time.perf_counter() - start:.1f} s, cached as {path.name}")
+        result[output] = sets if output == "train_views" else sets[0]
     return result
 
 

@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import nn
 
+from helpers.data import preprocessing
 from helpers.download import OfflineError, can_reach
 from helpers.train import Batches, to_model_input
 
@@ -54,7 +55,8 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
 
     That rule fits nearly every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's
-    ``heads.head`` (squeezenet has no ``nn.Linear`` and is refused).
+    ``heads.head`` (squeezenet has no ``nn.Linear`` and is refused). A classifier left without
+    parameters (efficientnet's ``Dropout, Identity``) becomes ``nn.Identity`` too.
     Random weights (``pretrained=False``) are drawn with seed 0: the same in every run.
     """
     check_backbone_name(name)
@@ -68,7 +70,7 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
         if not pretrained:
             raise
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RuntimeError(f"The cached weights of {name} at {weights_file(name)} cannot be loaded ({reason}). "
+        raise OSError(f"The cached weights of {name} at {weights_file(name)} cannot be loaded ({reason}). "
                            "Delete that file and run again to download it, or copy a complete file there.") from None
     if hasattr(model, "aux_logits"):  # inception/googlenet: no auxiliary classifiers
         model.aux_logits = False
@@ -80,6 +82,10 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
         raise ValueError(f"{name} has no nn.Linear classifier to replace; choose another backbone.")
     parent, _, attribute = last[-1].rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attribute, nn.Identity())
+    if parent and not any(True for _ in model.get_submodule(parent).parameters()):
+        # what is left of the classifier (efficientnet's Dropout before its Linear) goes too: our head has its own
+        grandparent, _, attribute = parent.rpartition(".")
+        setattr(model.get_submodule(grandparent) if grandparent else model, attribute, nn.Identity())
     return model
 
 
@@ -104,7 +110,6 @@ def unfreeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
             raise ValueError(f"The backbone has no stage {stage!r}; its stages are {', '.join(children)}.") from None
         for parameter in module.parameters():
             parameter.requires_grad = True
-    model.backbone_trained = True  # from now on a checkpoint must store the backbone's weights
     return list(stages)
 
 
@@ -166,8 +171,7 @@ class FlowerClassifier(nn.Module):
     In training mode, frozen parts of the backbone (modules whose parameters all stay fixed,
     with everything inside them) stay in evaluation mode: their batch-norm statistics must
     not drift, their dropout stays off. Setting ``model.freeze_batchnorm = True`` does the
-    same for the batch norms of unfrozen stages (their weights still train). ``backbone_trained``
-    says whether the backbone's weights differ from torchvision's (fine-tuned or reloaded).
+    same for the batch norms of unfrozen stages (their weights still train).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
@@ -181,7 +185,7 @@ class FlowerClassifier(nn.Module):
         self.cat_to_name: dict[str, str] | None = None
         self.epoch: int | None = None
         self.history: dict | None = None
-        self.freeze_batchnorm, self.backbone_trained = False, False
+        self.freeze_batchnorm = False
 
     def train(self, mode: bool = True) -> "FlowerClassifier":
         """Training mode for what trains; frozen parts (and, if asked, batch norm) stay in evaluation mode."""
@@ -240,7 +244,8 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
         freeze(module)
         if not pretrained and calibration_batches is not None:
             calibrate_batchnorm(module, calibration_batches)
-    head = build_head(feature_size(module), num_classes, hidden_units, dropout)
+    size = preprocessing(name)["crop"] if isinstance(backbone, str) else 224  # vit_h_14 takes 518 px only
+    head = build_head(feature_size(module, size), num_classes, hidden_units, dropout)
     return FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
                             custom_backbone=not isinstance(backbone, str)).train()
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -75,7 +76,10 @@ def count_files(root: Path) -> dict[str, int]:
 
 
 def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
-    """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours."""
+    """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours.
+
+    A complete folder is never rewritten: files a learner added or removed stay as they are.
+    """
     marker = root / MARKER
     if not marker.exists():
         if any((root / split).exists() for split in SPLITS):
@@ -89,7 +93,15 @@ def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
     if done.get("recipe") != recipe and done.get("complete") and not replace_other_recipe:
         raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for {recipe}. "
                               "Use another folder for this variant (nothing was changed).")
-    return done.get("recipe") == recipe and done.get("complete") is True and done.get("counts") == count_files(root)
+    if done.get("recipe") != recipe or done.get("complete") is not True:
+        return False  # another recipe, or our own preparation was interrupted: redo it
+    counts, prepared = count_files(root), done.get("counts") or {}
+    if counts != prepared:  # the learner added or removed files: theirs to keep
+        changes = ", ".join(f"{split} {counts[split] - prepared.get(split, 0):+d}" for split in SPLITS
+                            if counts[split] != prepared.get(split, 0))
+        warnings.warn(f"{root} holds other files than were prepared ({changes}); it is used as it is. "
+                      "Delete the folder to prepare it afresh.", stacklevel=3)
+    return True
 
 
 def write_marker(root: Path, recipe: dict, complete: bool) -> None:

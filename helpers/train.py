@@ -14,6 +14,7 @@ from typing import Iterable
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from helpers.config import autocast_dtype, resolve_device, seed_everything
 from helpers.data import IMAGENET_MEAN, IMAGENET_STD
@@ -60,14 +61,14 @@ def make_scaler(device: str) -> torch.amp.GradScaler | None:
 
 
 def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str | None = None,
-                scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                 scaler: torch.amp.GradScaler | None = None, progress: bool = False) -> dict:
     """One pass over ``batches`` with a gradient step per batch, on ``device`` (``None``: see ``resolve_device``).
 
     Returns the mean loss and accuracy *while training* (dropout on, weights changing) and
     every batch's loss. In float16 the loss is scaled by ``scaler`` (``fit`` passes one for
-    the whole run; ``None`` makes one for this epoch). ``scheduler`` steps after every batch
-    whose optimizer step was taken (a float16 step is skipped when gradients overflow).
+    the whole run; ``None`` makes one for this epoch). ``batch_scheduler`` steps after every
+    batch whose optimizer step was taken (a float16 step is skipped when gradients overflow).
     """
     device = resolve_device(device)
     prepare_model(model, device)
@@ -90,8 +91,8 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
             scaler.step(optimizer)
             scaler.update()
             stepped = scaler.get_scale() >= scale
-        if scheduler is not None and stepped:
-            scheduler.step()
+        if batch_scheduler is not None and stepped:
+            batch_scheduler.step()
         batch_losses.append(loss.item())
         total_loss += batch_losses[-1] * len(labels)
         correct += (log_probs.argmax(dim=1) == labels).sum().item()
@@ -137,6 +138,18 @@ def make_optimizer(parameters, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(parameters, lr=lr)
 
 
+def default_optimizer(model: nn.Module, lr: float, verbose: bool = False) -> torch.optim.Adam:
+    """Adam over what requires gradients: the head at ``lr``, a partly unfrozen backbone at ``lr / 10``."""
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError("The model has no trainable parameters; did you freeze the head too?")
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not any(p.requires_grad for p in backbone.parameters()):
+        return make_optimizer([p for p in model.parameters() if p.requires_grad], lr)
+    if verbose:
+        print(f"optimizer: Adam, head at learning rate {lr:g}, unfrozen backbone stages at {lr / 10:g} (a tenth)")
+    return make_optimizer(parameter_groups(model, lr, lr / 10), lr)
+
+
 def parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[dict]:
     """The trainable parameters as two optimizer groups: the head at ``head_lr``, the backbone at ``backbone_lr``."""
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -151,7 +164,8 @@ def best_epoch(history: dict[str, list]) -> int:
 
 
 def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs: int, lr: float = 0.001, *,
-        optimizer: torch.optim.Optimizer | None = None, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         train_eval_batches: Batches | None = None, keep_best: bool = True, device: str | None = None,
         seed: int | None = None, progress: bool = True, verbose: bool = True) -> dict[str, list]:
     """Train with NLLLoss and Adam (on what requires gradients), validating after every epoch.
@@ -159,21 +173,29 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
     Notebook 04's loop plus devices, mixed precision and progress bars. Returns the history
     per epoch: training loss and accuracy while training and (given ``train_eval_batches``)
     in evaluation mode, validation loss and accuracy, the first group's learning rate, seconds.
-    ``keep_best`` ends with the best epoch's weights. ``optimizer`` replaces the default Adam
-    and its ``lr`` (e.g. with :func:`parameter_groups`); ``scheduler`` steps every batch;
-    ``seed`` makes runs repeat; ``device=None``: see ``resolve_device``.
+    ``keep_best`` ends with the best epoch's weights. Without an ``optimizer``, Adam trains what
+    requires gradients: the head at ``lr`` and, when a backbone stage was unfrozen, the backbone at
+    a tenth of it (parameter groups; a pretrained stage at the head's rate loses what it learned).
+    ``batch_scheduler`` steps after every batch (one-cycle, or any schedule counted in batches);
+    ``seed`` makes runs repeat on the CPU (on CUDA only approximately: some kernels add in varying
+    order), given loaders whose workers start anew (persistent workers keep their first seeds);
+    ``device=None``: see ``resolve_device``.
     """
     if epochs < 1 or not lr > 0:
         raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")
     if seed is not None:
-        seed_everything(seed)
+        seed_everything(seed)  # dropout, and augmentation in the main process
+        for batches in (train_batches, valid_batches, train_eval_batches):
+            if isinstance(batches, DataLoader) and batches.generator is not None:
+                batches.generator.manual_seed(seed)  # its shuffling, and its workers' augmentation when they start
     device = resolve_device(device)
     prepare_model(model, device)
+    if isinstance(batch_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ValueError("ReduceLROnPlateau needs a validation metric every epoch, but fit steps its scheduler after "
+                         "every batch. Use a schedule counted in batches (OneCycleLR, or LinearLR/CosineAnnealingLR "
+                         "with total steps = epochs x batches), or write the epoch loop yourself with train_epoch.")
     if optimizer is None:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ValueError("The model has no trainable parameters; did you freeze the head too?")
-        optimizer = make_optimizer(trainable, lr)
+        optimizer = default_optimizer(model, lr, verbose)
     scaler = make_scaler(device)  # one for the whole run: its scale carries over from epoch to epoch
     history: dict[str, list] = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "train_eval_loss",
                                                      "train_eval_accuracy", "valid_loss", "valid_accuracy", "lr",
@@ -181,7 +203,7 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
     best_state, best_accuracy = None, -1.0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        trained = train_epoch(model, train_batches, optimizer, device, scheduler, scaler, progress)
+        trained = train_epoch(model, train_batches, optimizer, device, batch_scheduler, scaler, progress)
         checked = evaluate(model, train_eval_batches, device) if train_eval_batches is not None else None
         valid = evaluate(model, valid_batches, device, progress)
         for key, value in (("epoch", epoch), ("train_loss", trained["loss"]), ("train_accuracy", trained["accuracy"]),

@@ -324,3 +324,14 @@ def test_hidden_units_from_options():
     assert hidden_units_from_options([256, 128]) == [256, 128]
     with pytest.raises(ValueError, match="positive"):
         hidden_units_from_options([256, 0])
+
+
+def test_errors_from_torch_keep_their_traceback(fixed_checkpoint, tiny_root, monkeypatch):
+    from helpers import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(cli, "predict", broken)
+    with pytest.raises(RuntimeError, match="device-side assert"):  # not swallowed into one line
+        main(["predict", str(tiny_root / "test" / "1" / "test_000.jpg"), str(fixed_checkpoint)])

@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -169,12 +171,14 @@ def test_an_interrupted_run_is_redone_even_if_the_counts_look_right(tmp_path):
     assert image_files(root) == reference
 
 
-def test_files_deleted_after_a_complete_run_are_regenerated(tmp_path):
+def test_a_photo_added_to_a_complete_slice_is_kept_and_the_difference_reported(tmp_path):
     root = make_tiny_flowers(tmp_path / "tiny", **FAST)
-    reference = image_files(root)
-    os.remove(root / "valid" / "2" / "valid_000.jpg")
-    make_tiny_flowers(root, **FAST)
-    assert image_files(root) == reference
+    before = snapshot(root)
+    mine = root / "train" / "1" / "my photo.jpg"
+    shutil.copyfile(root / "train" / "1" / "train_000.jpg", mine)
+    with pytest.warns(UserWarning, match=r"other files than were prepared \(train \+1\)"):
+        make_tiny_flowers(root, **FAST)
+    assert mine.exists() and {k: v for k, v in snapshot(root).items() if "my photo" not in k} == before
 
 
 @pytest.mark.parametrize("kwargs, word", [
@@ -338,12 +342,14 @@ def test_second_call_checks_and_returns_without_rewriting(tmp_path, source, monk
     assert tree(root) == before
 
 
-def test_a_deleted_image_is_noticed_and_the_folder_redone(tmp_path, source):
+def test_a_deleted_image_is_reported_and_nothing_rewritten(tmp_path, source):
     root = prepare_flowers102(tmp_path / "p", download_dir=source)
     victim = next((root / "test" / "2").iterdir())
     victim.unlink()
-    prepare_flowers102(tmp_path / "p", download_dir=source)
-    assert victim.exists()
+    before = snapshot(root)
+    with pytest.warns(UserWarning, match=r"\(test -1\).*Delete the folder"):
+        prepare_flowers102(tmp_path / "p", download_dir=source)
+    assert not victim.exists() and snapshot(root) == before
 
 
 def test_an_interrupted_preparation_is_redone(tmp_path, source):
@@ -583,3 +589,13 @@ def test_a_lock_left_by_a_process_that_died_is_taken_over(tmp_path):
     (root / LOCK).write_text(f"{socket.gethostname()} {ended.stdout.strip()}")
     make_tiny_flowers(root, **FAST)
     assert marker_of(root)["complete"] is True and not (root / LOCK).exists()
+
+
+def test_a_backbone_that_resizes_above_the_stored_size_is_warned_about(tmp_path, no_network):
+    write_fake_source(tmp_path / "downloads")
+    env = {"FLOWERS_DATA_ROOT": str(tmp_path), "FLOWERS_DEVICE": "cpu", "FLOWERS_BACKBONE": "efficientnet_b4"}
+    with pytest.warns(UserWarning, match="stored at 256 px, but efficientnet_b4 resizes images to 384 px.*=384"):
+        ensure_dataset(get_settings(env))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ensure_dataset(get_settings({**env, "FLOWERS_RESIZE_TO": "384"}))

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from helpers import features as features_module
 from helpers.data import FlowerFolder, eval_transform
-from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, fold_batchnorm, run_variants,
+from helpers.features import (FeatureBatches, FeatureSet, Run, cached_features, run_variants,
                               summary_rows, train_head)
 from helpers.model import Float32LogSoftmax, build_model
 from helpers.train import best_epoch, evaluate, model_outputs
@@ -147,21 +147,45 @@ def test_negative_views_are_an_error(micro_root, make_backbone, tmp_path):
         cache(make_backbone(), micro_root, tmp_path, augmented_views=-1)
 
 
-def test_folding_batchnorm_removes_it_and_keeps_the_outputs():
-    torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    backbone.train()(torch.randn(4, 3, 16, 16))  # running statistics that are not the placeholders
-    images = torch.randn(2, 3, 16, 16)
-    expected = backbone.eval()(images)
-    folded = fold_batchnorm(backbone)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    assert any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())  # the original is left alone
-    assert torch.allclose(folded(images), expected, atol=1e-5)
+def test_dot_files_do_not_invalidate_the_cache(micro_copy, make_backbone, tmp_path):
+    cache(CountingBackbone(make_backbone()), micro_copy, tmp_path / "cache")
+    (micro_copy / "train" / "1" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    backbone = CountingBackbone(make_backbone())
+    cache(backbone, micro_copy, tmp_path / "cache")
+    assert backbone.images_seen == 0
 
 
-def test_a_model_torch_fx_cannot_trace_is_used_unfolded(make_backbone):
-    counting = CountingBackbone(make_backbone())  # len() of a traced tensor is not allowed
-    assert fold_batchnorm(counting) is counting
+class MaxPooled(nn.Module):
+    """A custom backbone whose forward pools one way; a subclass pools another way with the same weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, stride=4)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images).amax(dim=(2, 3))
+
+
+class MeanPooled(MaxPooled):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images).mean(dim=(2, 3))
+
+
+def test_a_backbone_whose_code_changes_is_recomputed(micro_root, tmp_path):
+    first = cache(MaxPooled(), micro_root, tmp_path)["valid"].features
+    second = cache(MeanPooled(), micro_root, tmp_path)["valid"].features  # same weights, other pooling
+    assert not torch.allclose(first, second)
+
+
+def test_the_seed_reaches_the_loader_workers(micro_root, make_backbone, tmp_path):
+    def views(seed: int) -> torch.Tensor:
+        return cache(make_backbone(), micro_root, tmp_path / f"cache-{seed}", augmented_views=1, num_workers=1,
+                     seed=seed)["train_views"][0].features
+
+    assert not torch.allclose(views(0), views(1))
+    assert torch.equal(views(1), cache(make_backbone(), micro_root, tmp_path / "again", augmented_views=1,
+                                       num_workers=1, seed=1)["train_views"][0].features)
 
 
 # --- FeatureBatches --------------------------------------------------------------------------------

@@ -362,6 +362,26 @@ def test_a_damaged_cached_weights_file_is_named(fake_imagenet_weights, no_networ
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     else:  # the right name, the wrong contents
         torch.save({"fc.weight": torch.zeros(2, 2)}, path)
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(OSError) as error:
         build_model("resnet18", 3, pretrained=True)
     assert str(path) in str(error.value)
+
+
+def test_no_classifier_dropout_is_left_to_switch_on_when_a_stage_is_unfrozen():
+    backbone = load_backbone("efficientnet_b0", pretrained=False)
+    assert isinstance(backbone.classifier, nn.Identity)  # was Sequential(Dropout(0.2), Linear)
+    assert not any(isinstance(m, nn.Dropout) for m in backbone.modules())
+    vgg = load_backbone("vgg11", pretrained=False)  # a classifier that keeps parameters keeps its layers
+    assert isinstance(vgg.classifier, nn.Sequential) and isinstance(vgg.classifier[-1], nn.Identity)
+
+
+def test_a_backbone_that_takes_larger_images_is_measured_at_its_own_size(monkeypatch):
+    def vit_h_14_as_its_weights_build_it(name, pretrained=True):
+        model = torchvision.models.get_model(name, weights=None, image_size=518)  # the pretrained weights' size
+        model.heads.head = nn.Identity()
+        return model
+
+    monkeypatch.setattr(model_module, "load_backbone", vit_h_14_as_its_weights_build_it)
+    with torch.device("meta"):  # shapes only: vit_h_14 has 632 million parameters
+        model = build_model("vit_h_14", 5, [8], pretrained=False)
+    assert model.in_features == 1280

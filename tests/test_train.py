@@ -137,7 +137,7 @@ def test_a_scheduler_steps_after_every_batch():
     optimizer = make_optimizer(model.head.parameters(), lr=0.08)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
     history = fit(model, colour_batches(n_batches=4), colour_batches(1), epochs=2, lr=0.08, optimizer=optimizer,
-                  scheduler=scheduler, **QUIET)
+                  batch_scheduler=scheduler, **QUIET)
     assert history["lr"] == pytest.approx([0.08 * 0.5 ** 4, 0.08 * 0.5 ** 8])
 
 
@@ -374,3 +374,52 @@ def test_train_epoch_without_a_device_uses_the_default_one_and_moves_the_model(m
     model = mean_colour_model()
     result = train_epoch(model, colour_batches(2), make_optimizer(model.head.parameters(), 0.05))
     assert len(result["batch_losses"]) == 2
+
+
+# --- the default optimizer and the batch scheduler ---------------------------------------------------
+
+def test_fit_trains_an_unfrozen_backbone_stage_at_a_tenth_of_the_head_rate(monkeypatch, make_backbone, capsys):
+    from helpers import train
+
+    made = []
+    monkeypatch.setattr(train, "make_optimizer", lambda params, lr: made.append(torch.optim.Adam(params, lr)) or made[-1])
+    model = build_model(make_backbone(), 2, [4], pretrained=False)
+    unfreeze(model, ["0"])  # the backbone's convolution trains too
+    fit(model, colour_batches(2), colour_batches(1), epochs=1, lr=0.01, device="cpu", progress=False, verbose=True)
+    groups = made[0].param_groups
+    assert [group["lr"] for group in groups] == [0.01, pytest.approx(0.001)]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert "backbone stages at 0.001 (a tenth)" in capsys.readouterr().out
+
+
+def test_a_frozen_backbone_gets_one_group_at_the_given_rate(monkeypatch, make_backbone):
+    from helpers import train
+
+    made = []
+    monkeypatch.setattr(train, "make_optimizer", lambda params, lr: made.append(torch.optim.Adam(params, lr)) or made[-1])
+    model = build_model(make_backbone(), 2, [4], pretrained=False)
+    fit(model, colour_batches(2), colour_batches(1), epochs=1, lr=0.01, **QUIET)
+    assert [group["lr"] for group in made[0].param_groups] == [0.01]
+
+
+def test_a_scheduler_that_needs_a_metric_is_refused_with_the_reason():
+    model = mean_colour_model()
+    optimizer = make_optimizer(model.head.parameters(), lr=0.01)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    with pytest.raises(ValueError, match="needs a validation metric.*every batch"):
+        fit(model, colour_batches(1), colour_batches(1), epochs=1, optimizer=optimizer, batch_scheduler=plateau, **QUIET)
+
+
+def test_the_seed_of_fit_reaches_a_loaders_shuffling(monkeypatch):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    images, labels = map(torch.cat, zip(*colour_batches(4)))
+
+    def run(seed: int) -> list[float]:
+        loader = DataLoader(TensorDataset(images, labels), batch_size=8, shuffle=True,
+                            generator=torch.Generator().manual_seed(0))  # as make_loaders builds them
+        return fit(mean_colour_model(dropout=0.0), loader, colour_batches(1), epochs=1, lr=0.05, seed=seed,
+                   **QUIET)["train_loss"]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)  # another seed, another order of the same images
