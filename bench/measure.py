@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -18,9 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.table import Row
 from bench.timing import best_times
-from helpers.config import cpu_has_native_bf16
+from helpers.config import cpu_has_native_bf16, default_num_workers
 from helpers.data import FlowerFolder, eval_transform, load_rgb_image, make_loaders, train_transform
-from helpers.features import FeatureSet, fold_batchnorm, train_head
+from helpers.features import EXTRACTION_BATCH, FeatureSet, train_head
 from helpers.model import build_head, build_model
 from helpers.train import fit, model_outputs
 
@@ -48,20 +47,16 @@ def decoding(full_dir: Path, prepared_dir: Path, repeats: int) -> list[Row]:
     """Open + eval transform (resize 256, crop 224, tensor, normalise), one thread, as a loader worker does."""
     full, prepared = sorted(full_dir.rglob("*.jpg")), sorted(prepared_dir.rglob("*.jpg"))
     transform = eval_transform()
-    reduced = functools.partial(load_rgb_image, min_side=256)
     with torch_threads(1):
         times = best_times({
             "full": lambda: _decode_all(full, load_rgb_image, transform),
             "prepared": lambda: _decode_all(prepared, load_rgb_image, transform),
-            "reduced": lambda: _decode_all(full, reduced, transform),
         }, repeats, warmup=True)
     base = "vs full-size"
     return [
         Row("decode + eval transform, full-size JPEGs", len(full), times["full"]),
         Row("decode + eval transform, stored at 256 px (the default)", len(prepared), times["prepared"],
             times["full"] / times["prepared"], base, ">= 2.5x", times["full"] / times["prepared"] >= 2.5),
-        Row("decode + eval transform, full-size with Image.draft", len(full), times["reduced"],
-            times["full"] / times["reduced"], base),
     ]
 
 
@@ -135,7 +130,7 @@ def training_epoch(backbone: nn.Module, data_dir: Path, device: str, repeats: in
 
 
 def extraction(backbone: nn.Module, data_dir: Path, device: str, repeats: int) -> list[Row]:
-    """A plain DataLoader(num_workers=2) loop against ``model_outputs`` over the loader cached_features uses."""
+    """A plain DataLoader(num_workers=2) loop against cached_features' loop (its loader and ``model_outputs``)."""
     plain_loader = DataLoader(FlowerFolder(data_dir / "train", eval_transform()), batch_size=BATCH_SIZE, num_workers=2)
     plain_backbone = copy.deepcopy(backbone).to(device).eval()
 
@@ -144,25 +139,16 @@ def extraction(backbone: nn.Module, data_dir: Path, device: str, repeats: int) -
         for images, _ in plain_loader:
             plain_backbone(images.to(device))
 
-    def ours(decode_size: int | None, fold: bool = True) -> Callable:
-        module = copy.deepcopy(backbone)
-        uint8 = eval_transform(uint8=True)
-        loader = make_loaders(data_dir, 64, uint8, uint8, shuffle=False, device=device, decode_size=decode_size)["train"]
-        if not fold:
-            return lambda: model_outputs(module, loader, device)
-        return lambda: model_outputs(fold_batchnorm(module), loader, device)  # as cached_features does, per split
-
-    times = best_times({"plain": plain, "ours": ours(256), "full decode": ours(None), "unfolded": ours(256, False)},
+    ours_loader = DataLoader(FlowerFolder(data_dir / "train", eval_transform()), EXTRACTION_BATCH,
+                             num_workers=default_num_workers(device), pin_memory=device.startswith("cuda"))
+    ours_backbone = copy.deepcopy(backbone)
+    times = best_times({"plain": plain, "ours": lambda: model_outputs(ours_backbone, ours_loader, device)},
                        repeats, device)
     count = len(plain_loader.dataset)
     ratio = times["plain"] / times["ours"]
     return [Row("extraction: plain DataLoader(num_workers=2) loop", count, times["plain"]),
-            Row("extraction: model_outputs over cached_features' loader", count, times["ours"], ratio, "vs plain",
-                ">= 1.5x", ratio >= 1.5),
-            Row("extraction: the same, batch norm not folded", count, times["unfolded"],
-                times["plain"] / times["unfolded"], "vs plain"),
-            Row("extraction: the same, full-size decoding", count, times["full decode"],
-                times["plain"] / times["full decode"], "vs plain")]
+            Row("extraction: cached_features' loop (channels_last, autocast policy)", count, times["ours"], ratio,
+                "vs plain", ">= 1.5x", ratio >= 1.5)]
 
 
 def _fit_with_dataloader(train: TensorDataset, valid: TensorDataset, classes: int, epochs: int,

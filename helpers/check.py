@@ -23,7 +23,7 @@ from helpers.config import Settings, autocast_dtype, cpu_cores, cpu_has_native_b
 from helpers.data import make_loaders
 from helpers.download import OfflineError, make_tiny_flowers
 from helpers.model import build_head, check_weights_available, feature_size, load_backbone, weights_file
-from helpers.train import autocast, prepare_model, to_model_input
+from helpers.train import autocast, model_to_device, batch_to_device
 
 Problems = list[str]  # one line each: what is wrong, then what to do
 
@@ -61,8 +61,8 @@ def forward_backward(settings: Settings, problems: Problems, batch_size: int = 4
     """One training step's arithmetic in the chosen precision, against float32 (random weights: no download)."""
     torch.manual_seed(0)
     backbone = load_backbone(settings.backbone, pretrained=False)
-    model = prepare_model(nn.Sequential(backbone, build_head(feature_size(backbone), 10, [])), settings.device)
-    images = to_model_input(torch.randn(batch_size, 3, size, size), settings.device)
+    model = model_to_device(nn.Sequential(backbone, build_head(feature_size(backbone), 10, [])), settings.device)
+    images = batch_to_device(torch.randn(batch_size, 3, size, size), settings.device)
     labels = torch.arange(batch_size, device=settings.device) % 10
     reference = model(images).float()  # float32: no autocast
     with autocast(settings.device):
@@ -98,8 +98,8 @@ def loader_trial(settings: Settings, problems: Problems) -> str:
 @torch.no_grad()
 def forward_speed(settings: Settings, batch_size: int = 8, size: int = 224, batches: int = 3) -> str:
     """Images per second through the backbone in evaluation mode, after one warm-up batch."""
-    backbone = prepare_model(load_backbone(settings.backbone, pretrained=False), settings.device).eval()
-    images = to_model_input(torch.randn(batch_size, 3, size, size), settings.device)
+    backbone = model_to_device(load_backbone(settings.backbone, pretrained=False), settings.device).eval()
+    images = batch_to_device(torch.randn(batch_size, 3, size, size), settings.device)
     for number in range(batches + 1):
         if number == 1:
             synchronize(settings.device)

@@ -63,8 +63,7 @@ def run_train(args: argparse.Namespace) -> int:
     classes = loaders["train"].dataset.classes
     sizes = ", ".join(f"{split} {len(loaders[split].dataset)}" for split in ("train", "valid", "test"))
     print(f"data:      {data_dir} ({len(classes)} classes; {sizes} images)")
-    model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained,
-                        calibration_batches=loaders["train_eval"])
+    model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained)
     stages = unfreeze(model, args.unfreeze) if args.unfreeze else []
     if args.cached_features and (stages or not args.no_augment):
         raise ValueError("--cached-features needs a frozen backbone and --no-augment: the features are computed once.")

@@ -7,7 +7,6 @@ preprocessing (resize, crop, interpolation, mean and std).
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 import warnings
@@ -52,12 +51,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_rgb_image(path: str | os.PathLike, min_side: int | None = None) -> Image.Image:
-    """Open an image file as an upright RGB PIL image; every error names the file.
-
-    ``min_side``: decode a JPEG at reduced scale (``Image.draft``) while both sides stay at
-    least ``min_side`` pixels; much faster when the next step resizes to ``min_side`` anyway.
-    """
+def load_rgb_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file as an upright RGB PIL image; every error names the file."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give the path of one image file.")
@@ -65,8 +60,6 @@ def load_rgb_image(path: str | os.PathLike, min_side: int | None = None) -> Imag
         raise FileNotFoundError(f"No image at {path}; check the path (relative paths start at {Path.cwd()}).")
     try:
         with Image.open(path) as opened:
-            if min_side is not None:
-                opened.draft("RGB", (min_side, min_side))
             opened.load()
             return to_rgb(ImageOps.exif_transpose(opened))
     except Image.DecompressionBombError as error:
@@ -123,17 +116,11 @@ def preprocessing(backbone: str | None = "resnet18") -> dict:
             "mean": tuple(preset.mean), "std": tuple(preset.std)}
 
 
-def eval_transform(backbone: str | None = "resnet18", uint8: bool = False) -> transforms.Compose:
-    """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get.
-
-    ``uint8=True`` stops at a byte tensor (4x less to move), normalised later on the device
-    with ImageNet's statistics; a backbone with other statistics gets the float pipeline.
-    """
+def eval_transform(backbone: str | None = "resnet18") -> transforms.Compose:
+    """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get."""
     p = preprocessing(backbone)
-    steps = [transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"])]
-    if uint8 and (p["mean"], p["std"]) == (IMAGENET_MEAN, IMAGENET_STD):
-        return transforms.Compose([*steps, transforms.PILToTensor()])
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
+    return transforms.Compose([transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"]),
+                               transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
 
 
 def train_transform(backbone: str | None = "resnet18", strength: float = 1.0) -> transforms.Compose:
@@ -192,12 +179,10 @@ class FlowerFolder(datasets.ImageFolder):
 
     Files whose type it cannot read (a phone's ``.heic`` photos, say) are left out with a
     warning that counts them; ``skipped`` lists them (:func:`verify_images` finds broken files).
-    ``decode_size``: see :func:`load_rgb_image`.
     """
 
-    def __init__(self, root: str | os.PathLike, transform: Callable | None = None,
-                 decode_size: int | None = None) -> None:
-        super().__init__(str(root), transform=transform, loader=functools.partial(load_rgb_image, min_side=decode_size))
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None) -> None:
+        super().__init__(str(root), transform=transform, loader=load_rgb_image)
         listed = {Path(path) for path, _ in self.samples}
         self.skipped = [path for c in self.classes for path in sorted((Path(root) / c).rglob("*"))
                         if path.is_file() and path not in listed
@@ -224,8 +209,7 @@ class FlowerFolder(datasets.ImageFolder):
 
 def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callable | None = None,
                  eval_tf: Callable | None = None, shuffle: bool = True, seed: int = 0,
-                 num_workers: int | None = None, device: str | None = None,
-                 decode_size: int | None = None) -> dict[str, DataLoader]:
+                 num_workers: int | None = None, device: str | None = None) -> dict[str, DataLoader]:
     """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
     Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller
@@ -239,7 +223,7 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
     train_tf, eval_tf = train_tf or train_transform(), eval_tf or eval_transform()
     device = resolve_device(device)
     workers = default_num_workers(device) if num_workers is None else num_workers
-    sets = {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_tf, decode_size)
+    sets = {split: FlowerFolder(Path(root) / split, train_tf if split == "train" else eval_tf)
             for split in SPLITS}
     plain_train = copy.copy(sets["train"])  # the same files, with the evaluation transform
     plain_train.transform = eval_tf

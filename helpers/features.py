@@ -23,6 +23,7 @@ from helpers.checkpoint import atomic_save
 from helpers.config import autocast_dtype, default_num_workers, resolve_device, seed_everything
 from helpers.data import FlowerFolder, eval_transform, iter_image_files, train_transform
 from helpers.model import build_head, count_parameters
+from helpers.plots import format_table
 from helpers.train import fit, model_outputs
 
 CACHE_FORMAT = 5  # bump when the way features are computed changes, so old files are not reused
@@ -177,6 +178,14 @@ def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Ma
         head, history = train_head(config.pop("train", train), valid, **config)
         runs[label] = Run(config, history, count_parameters(head)["trainable"], time.perf_counter() - start)
     return runs
+
+
+SUMMARY_PERCENT = ("final valid accuracy", "best valid accuracy", "train accuracy", "gap (train - valid)")
+
+
+def summary_table(runs: Mapping[str, Run]) -> str:
+    """:func:`summary_rows` as a text table, accuracies and the gap as percentages."""
+    return format_table(summary_rows(runs), percent=SUMMARY_PERCENT)
 
 
 def summary_rows(runs: Mapping[str, Run]) -> list[dict]:

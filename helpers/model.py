@@ -7,8 +7,8 @@ stage of the backbone is unfrozen for fine-tuning (notebook 07).
 
 from __future__ import annotations
 
-import itertools
 import os
+import random
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -16,10 +16,10 @@ from typing import Sequence
 import torch
 import torchvision
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
-from helpers.data import preprocessing
-from helpers.download import OfflineError, can_reach
-from helpers.train import Batches, to_model_input
+from helpers.data import eval_transform, preprocessing
+from helpers.download import TINY_CLASSES, OfflineError, can_reach, draw_flower
 
 
 def known_backbones() -> list[str]:
@@ -203,36 +203,30 @@ class FlowerClassifier(nn.Module):
 
 
 @torch.no_grad()
-def calibrate_batchnorm(backbone: nn.Module, batches: Batches, max_batches: int = 2) -> nn.Module:
-    """Let a randomly initialised backbone's batch-norm layers measure real statistics; returns it.
+def calibrate_random_backbone(backbone: nn.Module, name: str, images: int = 24) -> nn.Module:
+    """Let a randomly initialised backbone's batch norms measure real statistics; returns it in evaluation mode.
 
-    Fresh batch-norm layers hold placeholders (mean 0, variance 1) with which a random
-    backbone gives nearly the same features for every image. A pass over ``max_batches``
-    batches in training mode (no gradients) sets the running means and variances instead.
+    Fresh batch-norm layers hold placeholders (mean 0, variance 1), with which a random backbone
+    gives nearly the same features for every image, and no head can learn. One pass over
+    drawn flowers, the tiny slice's kind of image, sets their running means and variances
+    (``torch.optim.swa_utils.update_bn``). Only offline runs need this: pretrained weights
+    come with real statistics.
     """
-    layers = [m for m in backbone.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))]
-    momenta = [layer.momentum for layer in layers]
-    device = next(backbone.parameters(), torch.empty(0)).device
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # a plain average over all batches
-    backbone.train()
-    for inputs, _ in itertools.islice(batches, max_batches):
-        backbone(to_model_input(inputs, str(device)))
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    rng, transform = random.Random(0), eval_transform(name)
+    pictures = [transform(draw_flower(TINY_CLASSES[i % len(TINY_CLASSES)], rng, 256)) for i in range(images)]
+    batches = [torch.stack(pictures[start:start + 12]) for start in range(0, images, 12)]
+    update_bn(batches, backbone)
     return backbone.eval()
 
 
 def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Sequence[int] = (512,),
-                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True,
-                calibration_batches: Batches | None = None) -> FlowerClassifier:
+                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True) -> FlowerClassifier:
     """A (frozen) backbone plus a new head for ``num_classes`` classes.
 
     ``backbone``: a torchvision model name or any ``nn.Module`` that maps images to feature
-    vectors. ``freeze_backbone=False`` trains everything (notebook 07's from-scratch run).
-    ``calibration_batches`` (e.g. ``loaders["train_eval"]``): used by :func:`calibrate_batchnorm`
-    when the weights are random and frozen; ignored with pretrained weights.
+    vectors. ``freeze_backbone=False`` trains everything (notebook 07's from-scratch run). A
+    torchvision backbone with random weights (``pretrained=False``: the tiny slice, offline)
+    that stays frozen is calibrated first (:func:`calibrate_random_backbone`), so heads can learn on it.
     """
     if isinstance(backbone, str):
         name, module = backbone, load_backbone(backbone, pretrained)
@@ -242,12 +236,17 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
         raise TypeError(f"backbone must be a torchvision model name or an nn.Module, not {type(backbone).__name__}.")
     if freeze_backbone:
         freeze(module)
-        if not pretrained and calibration_batches is not None:
-            calibrate_batchnorm(module, calibration_batches)
+        if not pretrained and isinstance(backbone, str) and not module_on_meta(module):
+            calibrate_random_backbone(module, name)
     size = preprocessing(name)["crop"] if isinstance(backbone, str) else 224  # vit_h_14 takes 518 px only
     head = build_head(feature_size(module, size), num_classes, hidden_units, dropout)
     return FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
                             custom_backbone=not isinstance(backbone, str)).train()
+
+
+def module_on_meta(module: nn.Module) -> bool:
+    """True for a module built on the ``meta`` device (shapes without values), which cannot compute."""
+    return any(p.is_meta for p in module.parameters())
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

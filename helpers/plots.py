@@ -83,18 +83,18 @@ def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence, ti
     return figure
 
 
-def format_table(rows: Sequence[Mapping[str, object]], percent: Sequence[str] = ("accuracy", "share", "gap", "%")) -> str:
-    """Rows with the same keys as an aligned text table; float columns whose name contains a word
-    of ``percent`` print as percentages (a column ending in "%" holds percents already)."""
+def format_table(rows: Sequence[Mapping[str, object]], percent: Sequence[str] = ()) -> str:
+    """Rows with the same keys as an aligned text table; numbers right-aligned, floats with two decimals.
+
+    ``percent`` names the columns that hold fractions (accuracies, shares) to print as percentages.
+    """
     if not rows:
         return "(no rows)"
     columns = list(rows[0])
 
     def cell(key: str, value: object) -> str:
         if isinstance(value, float):
-            if key.endswith("%"):
-                return f"{value:.1f}"
-            return f"{value:.1%}" if any(word in key for word in percent) else f"{value:,.2f}"
+            return f"{value:.1%}" if key in percent else f"{value:,.2f}"
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
     text = [[cell(key, row[key]) for key in columns] for row in rows]

@@ -9,44 +9,34 @@ serves validation, test accuracy, prediction and feature extraction. The loss is
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Iterable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from helpers.config import autocast_dtype, resolve_device, seed_everything
-from helpers.data import IMAGENET_MEAN, IMAGENET_STD
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
-def to_model_input(inputs: torch.Tensor, device: str) -> torch.Tensor:
-    """Move a batch to ``device``; uint8 images (0-255) are normalised there, images go channels-last."""
+def batch_to_device(inputs: torch.Tensor, device: str) -> torch.Tensor:
+    """Move a batch to ``device``; a batch of images (4 dimensions) goes channels-last there."""
     inputs = inputs.to(device, non_blocking=device.startswith("cuda"))
-    if inputs.dtype == torch.uint8:  # scalar arithmetic: no mean/std tensors to copy for every batch
-        inputs = inputs.float()
-        for channel, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
-            inputs[:, channel].sub_(255 * mean).div_(255 * std)
     if inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
     return inputs
 
 
-def prepare_model(model: nn.Module, device: str) -> nn.Module:
+def model_to_device(model: nn.Module, device: str) -> nn.Module:
     """Move the model to ``device`` in channels-last layout (faster convolutions on CPUs and GPUs)."""
     return model.to(device=device, memory_format=torch.channels_last)
 
 
 def progress_bar(batches: Batches, description: str, show: bool) -> Batches:
     """``batches`` with a tqdm progress bar when ``show`` (a notebook widget in Jupyter, text elsewhere)."""
-    if not show:
-        return batches
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # autonotebook's note that it chose the notebook bar
-        from tqdm.autonotebook import tqdm
-    return tqdm(batches, desc=description, leave=False)
+    return tqdm(batches, desc=description, leave=False) if show else batches
 
 
 def autocast(device: str) -> torch.autocast:
@@ -71,13 +61,13 @@ def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optim
     batch whose optimizer step was taken (a float16 step is skipped when gradients overflow).
     """
     device = resolve_device(device)
-    prepare_model(model, device)
+    model_to_device(model, device)
     scaler = scaler or make_scaler(device)
     criterion = nn.NLLLoss()
     model.train()
     batch_losses, total_loss, correct, seen = [], 0.0, 0, 0
     for inputs, labels in progress_bar(batches, "train", progress):
-        inputs, labels = to_model_input(inputs, device), labels.to(device)
+        inputs, labels = batch_to_device(inputs, device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device):
             log_probs = model(inputs)
@@ -111,11 +101,11 @@ def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
     leaves ``model`` in evaluation mode on ``device`` (``None``: see ``resolve_device``).
     """
     device = resolve_device(device)
-    prepare_model(model, device).eval()
+    model_to_device(model, device).eval()
     outputs, labels = [], []
     for inputs, batch_labels in progress_bar(batches, "evaluate", progress):
         with autocast(device):
-            outputs.append(model(to_model_input(inputs, device)).float())  # stays on the device: no sync
+            outputs.append(model(batch_to_device(inputs, device)).float())  # stays on the device: no sync
         labels.append(torch.as_tensor(batch_labels))
     if not outputs:
         raise ValueError("The data gave no batches; is that split empty?")
@@ -189,7 +179,7 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
             if isinstance(batches, DataLoader) and batches.generator is not None:
                 batches.generator.manual_seed(seed)  # its shuffling, and its workers' augmentation when they start
     device = resolve_device(device)
-    prepare_model(model, device)
+    model_to_device(model, device)
     if isinstance(batch_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
         raise ValueError("ReduceLROnPlateau needs a validation metric every epoch, but fit steps its scheduler after "
                          "every batch. Use a schedule counted in batches (OneCycleLR, or LinearLR/CosineAnnealingLR "

@@ -102,16 +102,21 @@ def test_plot_prediction_shows_the_most_probable_class_on_top(picture):
 # --- the table formatter -------------------------------------------------------------------------------
 
 def test_format_table_aligns_columns_and_formats_numbers():
-    table = plots.format_table([{"class": "long name", "images": 1200, "accuracy": 0.5, "seconds": 2.0,
-                                 "top-1 %": 69.758},
-                                {"class": "b", "images": 3, "accuracy": 0.125, "seconds": 12.25, "top-1 %": 80.0}])
-    lines = table.splitlines()
+    rows = [{"class": "long name", "images": 1200, "accuracy": 0.5, "seconds": 2.0, "top-1 %": 69.758},
+            {"class": "b", "images": 3, "accuracy": 0.125, "seconds": 12.25, "top-1 %": 80.0}]
+    lines = plots.format_table(rows, percent=["accuracy"]).splitlines()
     assert lines[0].split() == ["class", "images", "accuracy", "seconds", "top-1", "%"]
     assert set(lines[1]) == {"-", " "}
-    assert lines[2].split() == ["long", "name", "1,200", "50.0%", "2.00", "69.8"]
-    assert lines[3].split() == ["b", "3", "12.5%", "12.25", "80.0"]
+    assert lines[2].split() == ["long", "name", "1,200", "50.0%", "2.00", "69.76"]
+    assert lines[3].split() == ["b", "3", "12.5%", "12.25", "80.00"]
     assert len({len(line) for line in lines}) == 1  # every line equally wide: numbers right-aligned
     assert lines[3].startswith("b ")  # text left-aligned
+
+
+def test_only_the_columns_named_print_as_percentages():
+    rows = [{"accuracy": 0.5, "gap (train - valid)": 0.25}]
+    assert plots.format_table(rows).splitlines()[2].split() == ["0.50", "0.25"]  # no name magic
+    assert plots.format_table(rows, percent=["gap (train - valid)"]).splitlines()[2].split() == ["0.50", "25.0%"]
 
 
 def test_format_table_of_nothing():

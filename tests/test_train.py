@@ -14,7 +14,7 @@ from helpers.config import seed_everything
 from helpers.data import make_loaders
 from helpers.model import build_model, freeze, unfreeze
 from helpers.train import (autocast, best_epoch, evaluate, fit, format_epoch, make_optimizer, make_scaler,
-                           model_outputs, parameter_groups, to_model_input, train_epoch)
+                           model_outputs, parameter_groups, batch_to_device, train_epoch)
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_accuracy", "train_eval_loss", "train_eval_accuracy", "valid_loss",
                 "valid_accuracy", "lr", "seconds"}
@@ -236,10 +236,10 @@ def test_model_outputs_of_a_backbone_are_its_features(make_backbone):
 
 def test_to_model_input_keeps_float_values():
     images = torch.randn(2, 3, 5, 5)
-    moved = to_model_input(images, "cpu")
+    moved = batch_to_device(images, "cpu")
     assert torch.equal(moved, images) and moved.is_contiguous(memory_format=torch.channels_last)
     features = torch.randn(4, 7)  # cached features pass through as they are
-    assert torch.equal(to_model_input(features, "cpu"), features)
+    assert torch.equal(batch_to_device(features, "cpu"), features)
 
 
 # --- parameter groups ----------------------------------------------------------------------------
