@@ -39,6 +39,11 @@ def recorded_outputs(path: Path) -> dict[str, list]:
                 kept.setdefault("metadata", {}) if output["output_type"] in ("display_data", "execute_result") else None
                 if output["output_type"] == "execute_result":
                     kept["execution_count"] = 1
+                previous = outputs[-1] if outputs else {}
+                if kept["output_type"] == "stream" and previous.get("output_type") == "stream" \
+                        and previous.get("name") == kept.get("name"):
+                    previous["text"] += kept["text"]  # one stream, however the kernel happened to chunk it
+                    continue
                 outputs.append(kept)
             result[cell.id] = outputs
     return result
