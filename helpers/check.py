@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -50,10 +51,13 @@ def device_lines(settings: Settings) -> list[str]:
     lines = [f"device:      {settings.device}" + (f" ({torch.cuda.get_device_name()})"
                                                   if settings.device.startswith("cuda") else ""),
              f"precision:   {name} (FLOWERS_PRECISION={settings.precision})"]
-    native = cpu_has_native_bf16()
-    lines.append(f"cpu:         {cpu_cores()} cores, bfloat16 " + (
-        "native: FLOWERS_PRECISION=bfloat16 makes a CPU's convolutions about 2.5x faster" if native
-        else "emulated (slower than float32): keep float32 on the CPU"))
+    if not Path("/proc/cpuinfo").exists():  # macOS, Windows: no flags to read
+        bf16 = "support not known here: try FLOWERS_PRECISION=bfloat16 and compare the forward speed below"
+    elif cpu_has_native_bf16():
+        bf16 = "native: FLOWERS_PRECISION=bfloat16 makes a CPU's convolutions about 2.5x faster"
+    else:
+        bf16 = "emulated (slower than float32): keep float32 on the CPU"
+    lines.append(f"cpu:         {cpu_cores()} cores, bfloat16 {bf16}")
     return lines
 
 
@@ -62,6 +66,7 @@ def forward_backward(settings: Settings, problems: Problems, batch_size: int = 4
     torch.manual_seed(0)
     backbone = load_backbone(settings.backbone, pretrained=False)
     model = model_to_device(nn.Sequential(backbone, build_head(feature_size(backbone), 10, [])), settings.device)
+    model.eval()  # no dropout or stochastic depth: the two passes differ by their precision alone
     images = batch_to_device(torch.randn(batch_size, 3, size, size), settings.device)
     labels = torch.arange(batch_size, device=settings.device) % 10
     reference = model(images).float()  # float32: no autocast
@@ -140,7 +145,8 @@ def run_check(print_line: Callable[[str], None] = print) -> int:
             try:
                 print_line(trial())
             except Exception as error:  # noqa: BLE001 - every failure becomes a problem line, not a traceback
-                problems.append(f"{type(error).__name__}: {' '.join(str(error).split())}")
+                problems.append(f"{type(error).__name__}: {' '.join(str(error).split())} (README: When something "
+                                "goes wrong)")
     for problem in problems:
         print_line(f"problem:     {problem}")
     verdict = "ready" if not problems else f"not ready ({len(problems)} problem{'s' * (len(problems) > 1)} above)"

@@ -184,12 +184,12 @@ def default_num_workers(device: str) -> int:
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True if the CPU flags (Linux ``/proc/cpuinfo``) list AVX512-BF16 or AMX-BF16 instructions; read once."""
+    """True if the CPU flags (Linux ``/proc/cpuinfo``) list AVX512-BF16, AMX-BF16 or Arm's BF16; read once."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16", "bf16"))  # bf16: Arm
 
 
 def autocast_dtype(device: str, precision: str | None = None) -> torch.dtype | None:

@@ -152,7 +152,14 @@ def download_flowers102(download_dir: Path) -> Path:
     """The original files in ``download_dir/flowers-102``, downloaded with torchvision (MD5-checked) if needed.
 
     A half-extracted ``jpg/`` folder is extracted again. Offline, :class:`OfflineError` comes within seconds.
+    Two preparations that share ``download_dir`` download one at a time.
     """
+    with preparation_lock(download_dir):
+        return _download_flowers102(download_dir)
+
+
+def _download_flowers102(download_dir: Path) -> Path:
+    """The body of :func:`download_flowers102`, run under its lock."""
     flowers_dir = download_dir / "flowers-102"
     try:
         labels, _ = _read_labels(flowers_dir)

@@ -67,7 +67,8 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
     """A hash of what decides the backbone's features: its modules and their settings (``repr``), the source
     code of module classes defined outside torch (a custom pooling, say), and its weights."""
     digest = hashlib.sha256(repr(backbone).encode())
-    own_classes = {type(m) for m in backbone.modules() if not type(m).__module__.startswith("torch")}
+    own_classes = {type(m) for m in backbone.modules()
+                   if type(m).__module__.split(".")[0] not in ("torch", "torchvision")}
     for cls in sorted(own_classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         try:
             digest.update(inspect.getsource(cls).encode())
@@ -121,6 +122,7 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
             start, dataset = time.perf_counter(), FlowerFolder(root / split, transform)
             workers = default_num_workers(device) if num_workers is None else num_workers
             loader = DataLoader(dataset, EXTRACTION_BATCH, num_workers=workers, pin_memory=device.startswith("cuda"),
+                                persistent_workers=workers > 0,  # started once for all the views
                                 generator=torch.Generator().manual_seed(seed))  # seeds the workers' random draws
             seed_everything(seed)  # random draws without workers
             sets = [FeatureSet(*model_outputs(backbone, loader, device), dataset.classes) for _ in range(views)]

@@ -51,6 +51,20 @@ def check_weights_available(name: str) -> None:
                        "weights: pretrained=False, --random-weights, or FLOWERS_TINY=1.")
 
 
+def architecture_options(name: str) -> dict:
+    """Constructor arguments that torchvision sets itself when it loads ``name``'s pretrained weights.
+
+    Random weights, and a checkpoint's stored ones, then get the same architecture: vit's and
+    maxvit's input size (vit_h_14 takes 518 px), googlenet's and inception's input transform.
+    """
+    size = torchvision.models.get_model_weights(name).DEFAULT.meta.get("min_size")
+    if name.startswith("vit_"):
+        return {"image_size": size[0]}
+    if name.startswith("maxvit"):
+        return {"input_size": size}
+    return {"transform_input": True} if name in ("googlenet", "inception_v3") else {}
+
+
 def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
 
@@ -65,7 +79,8 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     try:
         with torch.random.fork_rng(devices=[]):  # random weights: the same ones in every run and notebook
             torch.manual_seed(0)
-            model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+            model = (torchvision.models.get_model(name, weights="DEFAULT") if pretrained
+                     else torchvision.models.get_model(name, weights=None, **architecture_options(name)))
     except (RuntimeError, OSError, EOFError, ValueError) as error:
         if not pretrained:
             raise

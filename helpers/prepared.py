@@ -2,17 +2,15 @@
 
 ``helpers.download`` writes Flowers102 and the tiny slice as ``root/{train,valid,test}/...``.
 The marker ``root/.prepared.json`` records the recipe, whether it finished and how many files
-each split got. The lock ``root/.preparing.lock`` lets two notebooks opened together share
-one preparation: the second waits for the first, then reuses its result.
+each split got. A lock beside it lets two notebooks opened together share one preparation:
+the second waits for the first, then reuses its result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -20,52 +18,47 @@ from typing import Iterator
 
 from helpers.config import SPLITS
 
+try:
+    import fcntl  # Linux and macOS
+except ImportError:  # Windows
+    fcntl = None
+
 MARKER = ".prepared.json"
 LOCK = ".preparing.lock"
 LOCK_TIMEOUT = 1800.0  # seconds to wait for another preparation: Flowers102 takes minutes, not half an hour
 
 
-def _lock_owner_is_gone(lock: Path) -> bool:
-    """True if ``lock`` names a process of this machine that no longer runs (it died without cleaning up)."""
-    try:
-        host, pid = lock.read_text().split()
-        if host != socket.gethostname():
-            return False
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError):  # not written yet, just removed, or another user's process
-        return False
-    return False
-
-
 @contextlib.contextmanager
 def preparation_lock(root: Path) -> Iterator[None]:
-    """Hold ``root/.preparing.lock`` while preparing ``root``; wait while another process holds it.
+    """Hold a lock on ``root`` while preparing it; wait while another process holds it.
 
-    The lock file holds its owner's host and process id, so a lock left by a process that
-    died is taken over. Past :data:`LOCK_TIMEOUT` seconds a ``TimeoutError`` names the folder.
+    The operating system releases the lock (``fcntl.flock`` on :func:`lock_path`, beside ``root`` so
+    that a folder we refuse to touch stays untouched) when its process ends, even by a crash. Past :data:`LOCK_TIMEOUT`
+    seconds a ``TimeoutError`` names the folder. Windows has no ``fcntl``: no lock is taken there.
     """
-    root.mkdir(parents=True, exist_ok=True)
-    lock, deadline = root / LOCK, time.monotonic() + LOCK_TIMEOUT
-    while True:
-        try:
-            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            if _lock_owner_is_gone(lock):
-                lock.unlink(missing_ok=True)
-            elif time.monotonic() > deadline:
-                raise TimeoutError(f"Another process has been preparing {root} for over {LOCK_TIMEOUT:.0f} s (lock "
-                                   f"file {lock}). If nothing else is preparing it, delete that file and run again.")
-            else:
+    lock_file = lock_path(root)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    with open(lock_file, "a") as lock:
+        while fcntl is not None:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Another process has been preparing {root} for over {LOCK_TIMEOUT:.0f} s. "
+                                       "Let it finish (or stop it), then run this again.") from None
                 time.sleep(0.2)
-    with os.fdopen(handle, "w") as file:
-        file.write(f"{socket.gethostname()} {os.getpid()}")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def lock_path(root: Path) -> Path:
+    """The lock file of ``root``'s preparation: ``.<name>.preparing.lock`` in its parent folder."""
+    return root.parent / f".{root.name}{LOCK}"
 
 
 def count_files(root: Path) -> dict[str, int]:
@@ -78,7 +71,8 @@ def count_files(root: Path) -> dict[str, int]:
 def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
     """True if ``root`` holds this recipe, complete; False if it must be (re)written; raises if not ours.
 
-    A complete folder is never rewritten: files a learner added or removed stay as they are.
+    A complete folder of the same recipe is never rewritten: files a learner added or removed stay
+    as they are (a tiny slice of another recipe is replaced: ``replace_other_recipe``).
     """
     marker = root / MARKER
     if not marker.exists():

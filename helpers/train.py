@@ -184,6 +184,9 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
         raise ValueError("ReduceLROnPlateau needs a validation metric every epoch, but fit steps its scheduler after "
                          "every batch. Use a schedule counted in batches (OneCycleLR, or LinearLR/CosineAnnealingLR "
                          "with total steps = epochs x batches), or write the epoch loop yourself with train_epoch.")
+    if optimizer is None and batch_scheduler is not None:
+        raise ValueError("A batch_scheduler steps the optimizer it was made with: pass that optimizer too "
+                         "(fit(..., optimizer=optimizer, batch_scheduler=scheduler)).")
     if optimizer is None:
         optimizer = default_optimizer(model, lr, verbose)
     scaler = make_scaler(device)  # one for the whole run: its scale carries over from epoch to epoch

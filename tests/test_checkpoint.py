@@ -332,3 +332,14 @@ def test_saving_twice_replaces_the_file(saved, custom_model, make_backbone):
 def test_atomic_save_creates_the_folder(tmp_path):
     path = atomic_save({"a": torch.ones(2)}, tmp_path / "new" / "folder" / "x.pt")
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+
+
+@pytest.mark.parametrize("name, option, value", [("googlenet", "transform_input", True)])
+def test_a_reloaded_backbone_keeps_what_its_pretrained_weights_set(tmp_path, fake_imagenet_weights, no_network,
+                                                                   name, option, value):
+    model = build_model(name, 3, [4], pretrained=False)  # random weights get the pretrained architecture too
+    assert getattr(model.backbone, option) is value
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "c.pth", model, CLASS_TO_IDX), device="cpu")
+    assert getattr(loaded.backbone, option) is value
+    images = torch.randn(2, 3, 64, 64)
+    assert torch.equal(outputs(loaded, images), outputs(model, images))

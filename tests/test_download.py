@@ -31,7 +31,7 @@ from helpers.config import get_settings
 from helpers.data import check_layout, make_loaders
 from helpers.download import (SOURCE_FILES, SOURCE_URL, TINY_CLASSES, OfflineError, can_reach,
                               ensure_dataset, make_tiny_flowers, prepare_flowers102, split_image_ids)
-from helpers.prepared import LOCK, MARKER, preparation_lock
+from helpers.prepared import MARKER, lock_path, preparation_lock
 
 FAST = {"image_size": 64, "images_per_split": (4, 2, 2)}
 TEXT_ORDER = ["1", "10", "100", "11", "2", "21"]
@@ -556,7 +556,7 @@ def test_two_processes_preparing_at_once_leave_one_complete_slice(tmp_path, hang
     assert [process.returncode for process in (first, second)] == [0, 0], results
     assert all(out.strip() == "done" and "Error" not in err for out, err in results)
     assert marker_of(root)["complete"] is True and marker_of(root)["counts"] == {"train": 72, "valid": 18, "test": 18}
-    assert not (root / LOCK).exists()
+    assert marker_of(root)["complete"] is True
 
 
 def test_a_second_preparation_waits_for_the_first_and_reuses_its_result(tmp_path, hang_guard):
@@ -574,21 +574,39 @@ def test_a_second_preparation_waits_for_the_first_and_reuses_its_result(tmp_path
 
 def test_waiting_too_long_stops_with_a_message_naming_the_folder(tmp_path, monkeypatch):
     root = tmp_path / "tiny"
-    root.mkdir()
-    (root / LOCK).write_text(f"{socket.gethostname()} {os.getpid()}")  # held by a running process: this one
     monkeypatch.setattr(prepared, "LOCK_TIMEOUT", 0.5)
-    with pytest.raises(TimeoutError, match=f"preparing {root}.*delete that file"):
-        make_tiny_flowers(root, **FAST)
-    assert (root / LOCK).exists() and not (root / "train").exists()  # someone else's lock: left alone
+    with preparation_lock(root):  # another preparation holds it
+        with pytest.raises(TimeoutError, match=f"preparing {root} for over 0 s.*Let it finish"):
+            make_tiny_flowers(root, **FAST)
+    assert not (root / "train").exists()
 
 
-def test_a_lock_left_by_a_process_that_died_is_taken_over(tmp_path):
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+def test_a_lock_file_left_by_a_process_that_died_does_not_block(tmp_path, hang_guard):
     root = tmp_path / "tiny"
-    root.mkdir()
-    (root / LOCK).write_text(f"{socket.gethostname()} {ended.stdout.strip()}")
-    make_tiny_flowers(root, **FAST)
-    assert marker_of(root)["complete"] is True and not (root / LOCK).exists()
+    killed = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from helpers.prepared import preparation_lock\n"
+                               "with preparation_lock(Path(sys.argv[1])):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)", str(root)], stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "held"
+    killed.kill()  # dies holding the lock: the operating system releases it
+    killed.wait()
+    assert lock_path(root).exists()
+    with hang_guard(30):
+        make_tiny_flowers(root, **FAST)
+    assert marker_of(root)["complete"] is True
+
+
+def test_two_preparations_sharing_a_download_folder_take_turns(tmp_path, source, monkeypatch):
+    held = []
+    real = prepared.preparation_lock
+
+    def recording(root):
+        held.append(root)
+        return real(root)
+
+    monkeypatch.setattr(download, "preparation_lock", recording)
+    prepare_flowers102(tmp_path / "a", download_dir=source)
+    assert held == [tmp_path / "a", source]  # the dataset folder, then the shared download folder
 
 
 def test_a_backbone_that_resizes_above_the_stored_size_is_warned_about(tmp_path, no_network):

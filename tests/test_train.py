@@ -423,3 +423,11 @@ def test_the_seed_of_fit_reaches_a_loaders_shuffling(monkeypatch):
 
     assert run(1) == run(1)
     assert run(1) != run(2)  # another seed, another order of the same images
+
+
+def test_a_batch_scheduler_without_its_optimizer_is_refused():
+    model = mean_colour_model()
+    other = make_optimizer(model.head.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.StepLR(other, step_size=1)
+    with pytest.raises(ValueError, match="pass that optimizer too"):
+        fit(model, colour_batches(1), colour_batches(1), epochs=1, batch_scheduler=scheduler, **QUIET)
