@@ -45,9 +45,15 @@ def hidden_units_from_options(values: list[int] | None) -> list[int]:
     return values
 
 
+def gpu_or_cpu(gpu: bool) -> str:
+    """``--gpu``: the machine's accelerator, CUDA or a Mac's MPS (an error if it has none); else the CPU."""
+    device = resolve_device("auto") if gpu else "cpu"
+    return resolve_device("cuda") if gpu and device == "cpu" else device  # the error says what to do
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Train on ``args.data_dir``, report every epoch and the test accuracy, save a checkpoint."""
-    device = resolve_device("cuda" if args.gpu else "cpu")
+    device = gpu_or_cpu(args.gpu)
     pretrained = not (args.random_weights or get_settings().tiny)
     hidden = hidden_units_from_options(args.hidden_units)
     check_backbone_name(args.arch)  # fail before any data is read
@@ -94,7 +100,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print the top-k classes of one image with names and probabilities."""
-    device = resolve_device("cuda" if args.gpu else "cpu")
+    device = gpu_or_cpu(args.gpu)
     model = load_checkpoint(args.checkpoint, device=device)
     names = load_cat_to_name(args.category_names) if args.category_names else None
     topk = args.top_k if args.top_k is not None else min(5, len(model.class_to_idx))
@@ -132,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dropout", type=float, default=0.2, help="dropout probability (default: 0.2)")
     train.add_argument("--epochs", type=int, default=5, help="passes over the training images (default: 5)")
     train.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per batch (default: 32)")
-    train.add_argument("--gpu", action="store_true", help="train on the GPU (an error if there is none)")
+    train.add_argument("--gpu", action="store_true", help="train on the GPU: CUDA, or MPS on a Mac (an error if there is none)")
     train.add_argument("--save-dir", "--save_dir", default="checkpoints",
                        help="where checkpoint.pth goes (default: checkpoints)")
     train.add_argument("--unfreeze", action="append", metavar="STAGE",
@@ -153,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="how many classes (default: 5, or all if fewer)")
     predict_parser.add_argument("--category-names", "--category_names", default=None,
                                 help="JSON file: class folder -> name (default: the names in the checkpoint)")
-    predict_parser.add_argument("--gpu", action="store_true", help="predict on the GPU (an error if there is none)")
+    predict_parser.add_argument("--gpu", action="store_true", help="predict on the GPU: CUDA or MPS (an error if there is none)")
     tiny = commands.add_parser("tiny", help="generate the tiny offline dataset")
     tiny.add_argument("data_dir")
     tiny.add_argument("--seed", type=int, default=0)

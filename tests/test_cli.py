@@ -103,8 +103,18 @@ def test_classic_predict_command_prints_the_top_k_with_names(classic_train, micr
 
 @pytest.fixture
 def no_gpu(monkeypatch):
-    """Make torch report no CUDA device, whatever the machine has."""
+    """Make torch report no CUDA or MPS device, whatever the machine has."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize("accelerator", ["cuda", "mps"])
+def test_the_gpu_option_means_the_machines_accelerator(monkeypatch, accelerator):
+    from helpers.cli import gpu_or_cpu
+
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device(accelerator))
+    assert gpu_or_cpu(True) == accelerator and gpu_or_cpu(False) == "cpu"
 
 
 def test_classic_gpu_option_on_a_machine_without_one(micro_root, tmp_path, capsys, no_gpu):
