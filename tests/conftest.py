@@ -25,6 +25,13 @@ IMAGE_SIZE = 64
 TINY_COUNTS = (4, 2, 2)
 
 
+@pytest.fixture(autouse=True)
+def float32_unless_a_test_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests compare numbers computed in float32, whatever FLOWERS_PRECISION the caller exported; a test of
+    another precision sets the variable itself (``monkeypatch.setenv`` after this fixture wins)."""
+    monkeypatch.setenv("FLOWERS_PRECISION", "float32")
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny slice (6 classes, 4/2/2 images of 64 px), generated once. Do not modify it."""
