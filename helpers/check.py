@@ -9,6 +9,7 @@ line with its fix, and the exit status is 1 if there is any.
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import tempfile
@@ -24,7 +25,7 @@ from helpers.config import Settings, autocast_dtype, cpu_cores, cpu_has_native_b
 from helpers.data import make_loaders
 from helpers.download import OfflineError, make_tiny_flowers
 from helpers.model import build_head, check_weights_available, feature_size, load_backbone, weights_file
-from helpers.train import autocast, model_to_device, batch_to_device
+from helpers.train import autocast, batch_to_device, model_outputs, model_to_device, train_epoch
 
 Problems = list[str]  # one line each: what is wrong, then what to do
 
@@ -62,24 +63,26 @@ def device_lines(settings: Settings) -> list[str]:
 
 
 def forward_backward(settings: Settings, problems: Problems, batch_size: int = 4, size: int = 224) -> str:
-    """One training step's arithmetic in the chosen precision, against float32 (random weights: no download)."""
+    """The course's own inference path and training step in the chosen precision, against float32.
+
+    Random weights (no download). ``model_outputs`` runs in evaluation mode, so the difference
+    from the float32 reference comes from the precision (and the device) alone; one step of
+    ``train_epoch`` (learning rate 0) shows whether loss and gradients stay finite.
+    """
     torch.manual_seed(0)
     backbone = load_backbone(settings.backbone, pretrained=False)
-    model = model_to_device(nn.Sequential(backbone, build_head(feature_size(backbone), 10, [])), settings.device)
-    model.eval()  # no dropout or stochastic depth: the two passes differ by their precision alone
-    images = batch_to_device(torch.randn(batch_size, 3, size, size), settings.device)
-    labels = torch.arange(batch_size, device=settings.device) % 10
-    reference = model(images).float()  # float32: no autocast
-    with autocast(settings.device):
-        log_probs = model(images).float()
-    loss = nn.functional.nll_loss(log_probs, labels)
-    loss.backward()
-    gradients_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    if not (torch.isfinite(loss) and gradients_finite):
+    model = nn.Sequential(backbone, build_head(feature_size(backbone), 10, []))
+    batch = [(torch.randn(batch_size, 3, size, size), torch.arange(batch_size) % 10)]
+    with torch.no_grad():
+        reference = model.eval()(batch[0][0])  # float32 on the CPU
+    log_probs, _ = model_outputs(model, batch, settings.device)
+    loss = train_epoch(model, batch, torch.optim.SGD(model.parameters(), lr=0.0), settings.device)["loss"]
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if not (math.isfinite(loss) and all(torch.isfinite(g).all() for g in gradients)):
         problems.append("the training step gave a non-finite loss or gradients in this precision: "
                         "set FLOWERS_PRECISION=float32")
     difference = (log_probs - reference).abs().max().item()
-    return f"train step:  {settings.backbone}, loss {loss.item():.3f}, largest difference from float32 {difference:.2g}"
+    return f"train step:  {settings.backbone}, loss {loss:.3f}, largest difference from float32 {difference:.2g}"
 
 
 def loader_trial(settings: Settings, problems: Problems) -> str:
