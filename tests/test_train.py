@@ -234,7 +234,7 @@ def test_model_outputs_of_a_backbone_are_its_features(make_backbone):
         assert torch.allclose(features, backbone(images), atol=1e-6)
 
 
-def test_to_model_input_keeps_float_values():
+def test_batch_to_device_keeps_float_values():
     images = torch.randn(2, 3, 5, 5)
     moved = batch_to_device(images, "cpu")
     assert torch.equal(moved, images) and moved.is_contiguous(memory_format=torch.channels_last)
