@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 
 EXPECTED = Path(__file__).parent / "notebooks" / "expected_outputs.json"
 TAG = "nbval-check-output"  # a cell tag, which nbval reads from the cell's metadata
@@ -28,5 +27,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             continue
         recorded = expected.get(Path(str(item.fspath)).name, {}).get(cell.get("id"))
         if recorded is not None:
+            import nbformat  # only when notebooks are collected: runs without the notebook tools still work
+
             cell.outputs = [nbformat.from_dict(output) for output in recorded]
             cell.execution_count = 1

@@ -27,7 +27,7 @@ from helpers.download import OfflineError, make_tiny_flowers, prepare_flowers102
 from helpers.features import FeatureBatches, cached_features, train_head
 from helpers.inference import predict
 from helpers.model import build_model, check_backbone_name, check_weights_available, count_parameters, unfreeze
-from helpers.train import best_epoch, evaluate, fit, make_optimizer, parameter_groups
+from helpers.train import best_epoch, evaluate, fit, format_epoch, make_optimizer, parameter_groups
 
 # The project's own errors (missing files, bad values, offline, no such device): one line, not a traceback.
 # Other errors, torch's RuntimeErrors among them, keep their traceback.
@@ -81,8 +81,11 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"training:  {args.epochs} epochs, learning rate {args.learning_rate}, batch {args.batch_size}, on {device}")
     if args.cached_features:  # the same head and loop, on features the frozen backbone computed once
         features = cached_features(model, data_dir, num_workers=args.workers, device=device, seed=args.seed)
-        head, history = train_head(features["train"], features["valid"], hidden, args.dropout, args.learning_rate,
-                                   args.epochs, args.batch_size, seed=args.seed, device=device, verbose=True)
+        batches = FeatureBatches(features["train"], args.batch_size, seed=args.seed)
+        head, history = train_head(batches, features["valid"], hidden, args.dropout, args.learning_rate, args.epochs,
+                                   seed=args.seed)
+        for epoch in history["epoch"]:  # one line per epoch, as fit prints them while training images
+            print(format_epoch({key: values[:epoch] for key, values in history.items()}, args.epochs))
         model.head.load_state_dict(head.state_dict())
         test = evaluate(head, FeatureBatches(features["test"], 256, shuffle=False), device)
     else:

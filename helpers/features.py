@@ -48,7 +48,7 @@ class FeatureBatches:
     def __init__(self, sets: FeatureSet | Sequence[FeatureSet], batch_size: int = 256, shuffle: bool = True,
                  seed: int = 0) -> None:
         self.sets = [sets] if isinstance(sets, FeatureSet) else list(sets)
-        self.batch_size, self.shuffle, self.passes = batch_size, shuffle, 0
+        self.batch_size, self.shuffle, self.seed, self.passes = batch_size, shuffle, seed, 0
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -136,73 +136,91 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
 
 
 class Run(NamedTuple):
-    """One trained head: its settings, per-epoch history, trainable parameters and seconds."""
+    """One variant: its settings, the first seed's history (for curves), every seed's history, trainable
+    parameters and seconds per seed."""
 
     config: dict
     history: dict[str, list]
+    histories: list[dict[str, list]]
     parameters: int
     seconds: float
 
 
-def train_head(train: FeatureSet | Sequence[FeatureSet], valid: FeatureSet, hidden_units: Sequence[int] = (512,),
-               dropout: float = 0.2, lr: float = 0.001, epochs: int = 10, batch_size: int = 256,
-               shuffle: bool = True, seed: int = 0, device: str | None = None, verbose: bool = False,
-               train_eval: FeatureSet | None = None) -> tuple[nn.Sequential, dict[str, list]]:
+def train_head(train: FeatureSet | Sequence[FeatureSet] | FeatureBatches, valid: FeatureSet,
+               hidden_units: Sequence[int] = (512,), dropout: float = 0.2, lr: float = 0.001, epochs: int = 10,
+               seed: int = 0, train_eval: FeatureSet | None = None) -> tuple[nn.Sequential, dict[str, list]]:
     """A fresh head trained on cached features with :func:`helpers.train.fit`; returns (head, history).
 
-    ``train`` may be several augmented views (one per epoch); then pass the un-augmented
-    features as ``train_eval``, on which training accuracy is measured in evaluation mode.
+    ``train``: features, several augmented views (one per epoch: pass the un-augmented features as
+    ``train_eval``, on which training accuracy is measured in evaluation mode), or a
+    :class:`FeatureBatches` for another batch size or order (its own seed draws the order).
+    By default: batches of 256, shuffled. ``seed`` fixes the head's initial weights, its dropout
+    masks and the default batch order. It computes where ``resolve_device()`` says (the accelerator, if any).
     """
-    views = [train] if isinstance(train, FeatureSet) else list(train)
-    if train_eval is None and len(views) > 1:
+    if isinstance(train, FeatureBatches):  # a fresh copy: every call starts from the first pass and order
+        batches = FeatureBatches(train.sets, train.batch_size, train.shuffle, train.seed)
+    else:
+        batches = FeatureBatches(train, seed=seed)
+    if train_eval is None and len(batches.sets) > 1:
         raise ValueError("With augmented views, pass train_eval=the un-augmented training features "
                          "(cached_features(...)['train']) to measure training accuracy on.")
     seed_everything(seed)
-    head = build_head(views[0].features.shape[1], len(valid.classes), hidden_units, dropout)
-    history = fit(head, FeatureBatches(views, batch_size, shuffle, seed), FeatureBatches(valid, 4096, False), epochs,
-                  lr, train_eval_batches=FeatureBatches(train_eval or views[0], 4096, False), device=device, progress=False,
-                  verbose=verbose)
+    head = build_head(batches.sets[0].features.shape[1], len(valid.classes), hidden_units, dropout)
+    history = fit(head, batches, FeatureBatches(valid, 4096, shuffle=False), epochs, lr,
+                  train_eval_batches=FeatureBatches(train_eval or batches.sets[0], 4096, shuffle=False),
+                  progress=False, verbose=False)
     return head.cpu().eval(), history
 
 
-def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Mapping], **common) -> dict[str, Run]:
-    """Train one head per variant and return {label: Run}.
+def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Mapping], seeds: Sequence[int] = (0,),
+                 **common) -> dict[str, Run]:
+    """Train one head per variant and seed; return {label: Run}.
 
     ``common`` holds what every run shares (e.g. ``epochs=15``); each variant's own settings
     (e.g. ``{"dropout": 0.5}``) override it, and may bring their own ``train`` features.
+    Several ``seeds`` show how much of a difference is noise (:func:`summary_rows`).
     """
-    if not variants:
-        raise ValueError("No variants to run; pass e.g. {'dropout 0': {'dropout': 0.0}}.")
+    if not variants or not seeds:
+        raise ValueError("No variants or no seeds to run; pass e.g. {'dropout 0': {'dropout': 0.0}}, seeds=(0, 1, 2).")
     runs = {}
     for label, variant in variants.items():
         config = {**common, **variant}
-        start = time.perf_counter()
-        head, history = train_head(config.pop("train", train), valid, **config)
-        runs[label] = Run(config, history, count_parameters(head)["trainable"], time.perf_counter() - start)
+        data = config.pop("train", train)
+        start, histories = time.perf_counter(), []
+        for seed in seeds:
+            head, history = train_head(data, valid, **config, seed=seed)
+            histories.append(history)
+        seconds = (time.perf_counter() - start) / len(seeds)
+        runs[label] = Run(config, histories[0], histories, count_parameters(head)["trainable"], seconds)
     return runs
 
 
-SUMMARY_PERCENT = ("final valid accuracy", "best valid accuracy", "train accuracy", "gap (train - valid)")
+SUMMARY_PERCENT = ("final valid accuracy", "spread (final valid)", "best valid accuracy", "train accuracy",
+                   "gap (train - valid)")
 
 
 def summary_table(runs: Mapping[str, Run]) -> str:
-    """:func:`summary_rows` as a text table, accuracies and the gap as percentages."""
+    """:func:`summary_rows` as a text table, accuracies, spread and gap as percentages."""
     return format_table(summary_rows(runs), percent=SUMMARY_PERCENT)
 
 
 def summary_rows(runs: Mapping[str, Run]) -> list[dict]:
-    """Per run: final and best validation accuracy, training accuracy, their gap, size and time.
+    """Per run, averaged over its seeds: final and best validation accuracy, training accuracy, their gap,
+    plus the spread (max - min) of the final validation accuracy over the seeds, size and time.
 
     The gap (training minus validation accuracy after the last epoch, both in evaluation
     mode) is overfitting in one number.
     """
     rows = []
     for label, run in runs.items():
-        h = run.history
-        best = h["valid_accuracy"].index(max(h["valid_accuracy"]))
-        rows.append({"run": label, "final valid accuracy": h["valid_accuracy"][-1],
-                     "best valid accuracy": h["valid_accuracy"][best], "best epoch": h["epoch"][best],
-                     "train accuracy": h["train_eval_accuracy"][-1],
-                     "gap (train - valid)": h["train_eval_accuracy"][-1] - h["valid_accuracy"][-1],
+        def mean(value) -> float:
+            return sum(value(h) for h in run.histories) / len(run.histories)
+
+        finals = [h["valid_accuracy"][-1] for h in run.histories]
+        rows.append({"run": label, "final valid accuracy": mean(lambda h: h["valid_accuracy"][-1]),
+                     "spread (final valid)": max(finals) - min(finals),
+                     "best valid accuracy": mean(lambda h: max(h["valid_accuracy"])),
+                     "train accuracy": mean(lambda h: h["train_eval_accuracy"][-1]),
+                     "gap (train - valid)": mean(lambda h: h["train_eval_accuracy"][-1] - h["valid_accuracy"][-1]),
                      "parameters": run.parameters, "seconds": run.seconds})
     return rows

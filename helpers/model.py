@@ -185,8 +185,11 @@ class FlowerClassifier(nn.Module):
 
     In training mode, frozen parts of the backbone (modules whose parameters all stay fixed,
     with everything inside them) stay in evaluation mode: their batch-norm statistics must
-    not drift, their dropout stays off. Setting ``model.freeze_batchnorm = True`` does the
-    same for the batch norms of unfrozen stages (their weights still train).
+    not drift, their dropout stays off. While ``freeze_batchnorm`` is True (the default for a
+    model built on a frozen backbone, and for loaded checkpoints), the batch norms of unfrozen
+    stages stay in evaluation mode too (their weights still train): with small batches from a few
+    hundred images, batch statistics are noisy and fine-tuning did better without them (notebook 07).
+    A model trained from scratch sets it False: its batch norms must learn their statistics.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
@@ -200,7 +203,7 @@ class FlowerClassifier(nn.Module):
         self.cat_to_name: dict[str, str] | None = None
         self.epoch: int | None = None
         self.history: dict | None = None
-        self.freeze_batchnorm = False
+        self.freeze_batchnorm = True
 
     def train(self, mode: bool = True) -> "FlowerClassifier":
         """Training mode for what trains; frozen parts (and, if asked, batch norm) stay in evaluation mode."""
@@ -255,8 +258,10 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
             calibrate_random_backbone(module, name)
     size = preprocessing(name)["crop"] if isinstance(backbone, str) else 224  # vit_h_14 takes 518 px only
     head = build_head(feature_size(module, size), num_classes, hidden_units, dropout)
-    return FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
-                            custom_backbone=not isinstance(backbone, str)).train()
+    model = FlowerClassifier(module, head, name, hidden_units, dropout, pretrained,
+                             custom_backbone=not isinstance(backbone, str))
+    model.freeze_batchnorm = freeze_backbone  # from scratch, batch norm must learn its statistics
+    return model.train()
 
 
 def module_on_meta(module: nn.Module) -> bool:

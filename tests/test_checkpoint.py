@@ -82,6 +82,7 @@ def test_a_loaded_model_is_ready_for_inference(saved, make_backbone):
     assert not model.training and not model.head.training
     assert not any(p.requires_grad for p in model.backbone.parameters())
     assert all(p.device.type == "cpu" for p in model.parameters())
+    assert model.freeze_batchnorm  # fine-tuning a loaded model keeps batch-norm statistics, as after build_model
 
 
 def test_the_file_holds_plain_types_and_tensors_only(saved):

@@ -235,8 +235,8 @@ def separable(n: int, features: int = 16, classes: int = 4, seed: int = 0) -> Fe
 
 
 def test_a_head_learns_separable_features():
-    head, history = train_head(separable(128), separable(64, seed=1), [16], 0.2, lr=0.01, epochs=10,
-                               batch_size=16, device="cpu")
+    head, history = train_head(FeatureBatches(separable(128), 16), separable(64, seed=1), [16], 0.2, lr=0.01,
+                               epochs=10)
     assert history["valid_accuracy"][-1] >= 0.9  # chance is 0.25
     assert len(history["train_eval_accuracy"]) == 10 and history["train_eval_accuracy"][-1] >= 0.9
     assert not head.training and next(head.parameters()).device.type == "cpu"
@@ -246,14 +246,13 @@ def test_a_head_learns_separable_features():
 
 def test_features_from_the_cache_train_a_head(tiny_root, make_backbone, tmp_path):
     extracted = cache(make_backbone(), tiny_root, tmp_path)
-    head, history = train_head(extracted["train"], extracted["valid"], [8], epochs=2, batch_size=4, device="cpu")
+    head, history = train_head(FeatureBatches(extracted["train"], 4), extracted["valid"], [8], epochs=2)
     assert history["epoch"] == [1, 2] and head.output.out_features == 6 and len(extracted["train"].labels) == 24
 
 
 def test_same_seed_same_result_and_another_seed_differs():
     def run(seed: int) -> dict:
-        return train_head(separable(96), separable(32, seed=1), [8], 0.3, 0.01, epochs=2, batch_size=16,
-                          device="cpu", seed=seed)[1]
+        return train_head(separable(96), separable(32, seed=1), [8], 0.3, 0.01, epochs=2, seed=seed)[1]
     first, again, other = run(0), run(0), run(1)
     for key in ("train_loss", "train_accuracy", "train_eval_loss", "valid_loss", "valid_accuracy"):
         assert first[key] == again[key]
@@ -263,42 +262,42 @@ def test_same_seed_same_result_and_another_seed_differs():
 def test_views_are_used_one_per_epoch():
     views = [separable(64, seed=0), separable(64, seed=5)]
     plain, valid = separable(64, seed=7), separable(32, seed=1)
-    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.01, "epochs": 2, "batch_size": 64, "device": "cpu",
-               "shuffle": False}
-    _, with_views = train_head(views, valid, train_eval=plain, **options)
-    _, first_only = train_head(views[0], valid, train_eval=plain, **options)
+    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.01, "epochs": 2}
+    _, with_views = train_head(FeatureBatches(views, 64, shuffle=False), valid, train_eval=plain, **options)
+    _, first_only = train_head(FeatureBatches(views[0], 64, shuffle=False), valid, train_eval=plain, **options)
     assert with_views["train_loss"][0] == first_only["train_loss"][0]  # epoch 1 uses view 0 in both
     assert with_views["train_loss"][1] != first_only["train_loss"][1]  # epoch 2: view 1 versus view 0 again
 
 
 def test_training_accuracy_is_measured_on_the_plain_features():
     views, plain, valid = [separable(64, seed=0), separable(64, seed=5)], separable(48, seed=7), separable(32, seed=1)
-    head, history = train_head(views, valid, [8], 0.0, 0.01, epochs=2, batch_size=16, device="cpu", train_eval=plain)
+    head, history = train_head(FeatureBatches(views, 16), valid, [8], 0.0, 0.01, epochs=2, train_eval=plain)
     kept = best_epoch(history) - 1  # the head returned has the best epoch's weights
     on_plain = evaluate(head, FeatureBatches(plain, 64, shuffle=False), device="cpu")
     on_view = evaluate(head, FeatureBatches(views[0], 64, shuffle=False), device="cpu")
     assert history["train_eval_loss"][kept] == pytest.approx(on_plain["loss"], rel=1e-5)
     assert history["train_eval_loss"][kept] != pytest.approx(on_view["loss"], rel=1e-3)
     with pytest.raises(ValueError, match="train_eval"):  # several views and nothing plain to measure on
-        train_head(views, valid, [8], epochs=1, device="cpu")
+        train_head(views, valid, [8], epochs=1)
 
 
 def test_shuffle_false_trains_on_the_stored_order():
     train = separable(64)
     order = torch.argsort(train.labels, stable=True)  # sorted by class, as the cache stores it
     ordered = FeatureSet(train.features[order], train.labels[order], train.classes)
-    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.05, "epochs": 2, "batch_size": 16, "device": "cpu"}
-    unshuffled = train_head(ordered, separable(32, seed=1), shuffle=False, **options)[1]
+    options = {"hidden_units": [8], "dropout": 0.0, "lr": 0.05, "epochs": 2}
+    sorted_batches = FeatureBatches(ordered, 16, shuffle=False)
+    unshuffled = train_head(sorted_batches, separable(32, seed=1), **options)[1]
     unshuffled["seconds"] = None
-    again = train_head(ordered, separable(32, seed=1), shuffle=False, **options)[1]
+    again = train_head(sorted_batches, separable(32, seed=1), **options)[1]  # the same batches again: a fresh pass
     again["seconds"] = None
-    shuffled = train_head(ordered, separable(32, seed=1), shuffle=True, **options)[1]
+    shuffled = train_head(FeatureBatches(ordered, 16, shuffle=True), separable(32, seed=1), **options)[1]
     assert unshuffled == again
     assert unshuffled["train_loss"] != shuffled["train_loss"]
 
 
 def test_no_hidden_layer_is_a_linear_classifier():
-    head, history = train_head(separable(32), separable(16, seed=1), [], 0.0, 0.01, epochs=1, device="cpu")
+    head, history = train_head(separable(32), separable(16, seed=1), [], 0.0, 0.01, epochs=1)
     assert [type(layer) for layer in head] == [nn.Linear, Float32LogSoftmax] and len(history["epoch"]) == 1
 
 
@@ -317,19 +316,18 @@ def clusters(per_class: int = PER_CLASS, seed: int = 0) -> FeatureSet:
 
 def test_run_variants_overrides_common_settings_and_counts_parameters():
     runs = run_variants(clusters(), clusters(4, seed=1), {"none": {"hidden_units": []}, "one": {"hidden_units": [8]}},
-                        epochs=3, dropout=0.0, seed=0, device="cpu")
+                        epochs=3, dropout=0.0)
     assert list(runs) == ["none", "one"]
     assert runs["none"].parameters == FEATURES * CLASSES + CLASSES
     assert runs["one"].parameters == (FEATURES * 8 + 8) + (8 * CLASSES + CLASSES)
-    assert runs["one"].config == {"epochs": 3, "dropout": 0.0, "seed": 0, "device": "cpu", "hidden_units": [8]}
+    assert runs["one"].config == {"epochs": 3, "dropout": 0.0, "hidden_units": [8]}
     assert runs["one"].history["epoch"] == [1, 2, 3]
 
 
 def test_run_variants_can_train_a_variant_on_its_own_training_set():
     train = clusters()
     small = FeatureSet(train.features[::PER_CLASS], train.labels[::PER_CLASS], train.classes)  # one per class
-    runs = run_variants(clusters(), clusters(4, seed=1), {"all": {}, "small": {"train": small}}, epochs=1,
-                        batch_size=4, lr=0.01, device="cpu")
+    runs = run_variants(clusters(), clusters(4, seed=1), {"all": {}, "small": {"train": small}}, epochs=1, lr=0.01)
     assert "train" not in runs["small"].config
     # different data, different evaluation-mode training accuracy denominators and losses
     assert runs["all"].history["train_loss"] != runs["small"].history["train_loss"]
@@ -345,11 +343,29 @@ def fake_run(while_training, eval_mode, valid) -> Run:
     history = {"epoch": epochs, "train_loss": [1.0] * len(epochs), "valid_loss": [1.0] * len(epochs),
                "train_accuracy": while_training, "train_eval_accuracy": eval_mode, "valid_accuracy": valid,
                "seconds": [0.1] * len(epochs)}
-    return Run({}, history, 1234, 0.5)
+    return Run({}, history, [history], 1234, 0.5)
 
 
 def test_summary_rows_report_final_best_and_the_evaluation_mode_gap():
     rows = summary_rows({"a": fake_run([0.4, 0.6, 0.7], [0.5, 0.9, 1.0], [0.4, 0.8, 0.75])})
-    assert rows == [{"run": "a", "final valid accuracy": 0.75, "best valid accuracy": 0.8, "best epoch": 2,
+    assert rows == [{"run": "a", "final valid accuracy": 0.75, "spread (final valid)": 0.0, "best valid accuracy": 0.8,
                      "train accuracy": 1.0, "gap (train - valid)": pytest.approx(0.25),
                      "parameters": 1234, "seconds": 0.5}]
+
+
+def test_summary_rows_average_over_seeds_and_show_their_spread():
+    one, other = fake_run([0.5], [1.0], [0.7]), fake_run([0.5], [0.9], [0.8])
+    runs = {"a": Run({}, one.history, [one.history, other.history], 10, 0.5)}
+    row = summary_rows(runs)[0]
+    assert row["final valid accuracy"] == pytest.approx(0.75) and row["spread (final valid)"] == pytest.approx(0.1)
+    assert row["gap (train - valid)"] == pytest.approx(0.2)
+
+
+def test_run_variants_trains_every_seed_and_keeps_the_first_seeds_curves():
+    runs = run_variants(clusters(), clusters(4, seed=1), {"one": {"hidden_units": [8]}}, seeds=(0, 1, 2),
+                        epochs=2, lr=0.01)
+    histories = runs["one"].histories
+    assert len(histories) == 3 and runs["one"].history is histories[0]
+    assert histories[0]["train_loss"] != histories[1]["train_loss"]  # another seed, another start
+    alone = train_head(clusters(), clusters(4, seed=1), [8], lr=0.01, epochs=2, seed=1)[1]
+    assert alone["train_loss"] == histories[1]["train_loss"]  # each seed's run is the run train_head gives

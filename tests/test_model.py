@@ -210,8 +210,9 @@ def test_unfreeze_an_unknown_stage_names_the_existing_ones(resnet):
     assert trainable_names(resnet) == {f"head.{n}" for n, _ in resnet.head.named_parameters()}
 
 
-def test_training_mode_with_an_unfrozen_stage(resnet):
+def test_training_mode_with_an_unfrozen_stage_whose_batch_norm_is_asked_to_train(resnet):
     unfreeze(resnet, ["layer4"])
+    resnet.freeze_batchnorm = False
     resnet.train()
     assert all(bn.training for bn in batchnorms(resnet.backbone.layer4))
     others = [bn for name, child in resnet.backbone.named_children() if name != "layer4" for bn in batchnorms(child)]
@@ -224,9 +225,9 @@ def test_training_mode_with_an_unfrozen_stage(resnet):
     assert torch.equal(resnet.backbone.layer1[0].bn1.running_mean, frozen_bn)  # the frozen ones do not
 
 
-def test_freeze_batchnorm_keeps_an_unfrozen_stages_statistics(resnet):
+def test_by_default_an_unfrozen_stage_keeps_its_batch_norm_statistics(resnet):
     unfreeze(resnet, ["layer4"])
-    resnet.freeze_batchnorm = True
+    assert resnet.freeze_batchnorm  # the default for a model built on a frozen backbone (notebook 07's advice)
     resnet.train()
     assert not any(bn.training for bn in batchnorms(resnet.backbone))
     assert all(bn.weight.requires_grad for bn in batchnorms(resnet.backbone.layer4))  # their weights still train
@@ -243,6 +244,7 @@ def test_from_scratch_model_trains_everything_and_has_no_pretrained_weights(fake
     model = build_model("resnet18", 4, [16], pretrained=False, freeze_backbone=False)
     assert model.pretrained is False
     assert trainable_names(model) == {name for name, _ in model.named_parameters()}
+    assert model.freeze_batchnorm is False  # from scratch, batch norm learns its statistics
     model.train()
     assert all(bn.training for bn in batchnorms(model.backbone))
     assert not torch.equal(model.backbone.conv1.weight, stand_in.conv1.weight)
