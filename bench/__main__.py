@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    os.environ["FLOWERS_DEVICE"] = device  # helpers that follow the settings (train_head) run there too
     print(f"bench: {args.backbone}, random weights, {device}; {describe_machine(device)}", flush=True)
     start = time.perf_counter()
     rows = run(args)

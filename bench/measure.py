@@ -190,7 +190,7 @@ def head_experiment(train_size: int, valid_size: int, features: int, classes: in
                        torch.randint(0, classes, (train_size,), generator=generator), names)
     valid = FeatureSet(torch.randn(valid_size, features, generator=generator).relu(),
                        torch.randint(0, classes, (valid_size,), generator=generator), names)
-    runs = {"ours": lambda: train_head(train, valid, [512], 0.2, 0.001, epochs),  # on resolve_device()'s choice
+    runs = {"ours": lambda: train_head(train, valid, [512], 0.2, 0.001, epochs),  # on FLOWERS_DEVICE, which main() sets
             "fit": _fit_with_dataloader(TensorDataset(*train[:2]), TensorDataset(*valid[:2]), classes, epochs,
                                         device)}
     if device == "cpu":

@@ -1,10 +1,8 @@
 """``python -m helpers check``: is this machine ready for the course? Run it first on a new machine.
 
-It prints the versions, the device and precision the notebooks will use, and the results
-of three small trials: a forward and backward pass of the configured backbone in that
-precision against float32, a DataLoader with the default workers over a few generated
-images, and the backbone's forward speed. The verdict comes last; each problem is one
-line with its fix, and the exit status is 1 if there is any.
+It prints the versions, the device and precision the notebooks will use, and three small trials: a forward
+and backward pass of the backbone in that precision against float32, a DataLoader with the default workers
+over a few generated images, and the forward speed. Then the verdict: one line per problem, with its fix.
 """
 
 from __future__ import annotations
@@ -82,23 +80,24 @@ def forward_backward(settings: Settings, problems: Problems, batch_size: int = 4
         problems.append("the training step gave a non-finite loss or gradients in this precision: "
                         "set FLOWERS_PRECISION=float32")
     difference = (log_probs - reference).abs().max().item()
-    return f"train step:  {settings.backbone}, loss {loss:.3f}, largest difference from float32 {difference:.2g}"
+    return (f"train step:  {settings.backbone}, loss {loss:.3f}, "
+            f"largest difference from float32 {difference:.2g}")
 
 
 def loader_trial(settings: Settings, problems: Problems) -> str:
     """A DataLoader with the default number of workers for the device, over a few generated images."""
     with tempfile.TemporaryDirectory() as folder:
         root = make_tiny_flowers(folder, num_classes=2, images_per_split=(8, 1, 1), image_size=64)
-        loader = make_loaders(root, batch_size=4, device=settings.device, num_workers=settings.num_workers)["train"]
-        start = time.perf_counter()
+        loader = make_loaders(root, batch_size=4, device=settings.device,
+                              num_workers=settings.num_workers)["train"]
+        workers, start = loader.num_workers, time.perf_counter()
         try:
             images = sum(len(labels) for _, labels in loader)
         except Exception as error:  # noqa: BLE001 - worker processes fail in many ways (memory, spawn)
-            problems.append(f"a DataLoader with {loader.num_workers} worker(s) failed ({type(error).__name__}: "
+            problems.append(f"a DataLoader with {workers} worker(s) failed ({type(error).__name__}: "
                             f"{' '.join(str(error).split())[:200]}): set FLOWERS_WORKERS=0")
-            return f"data loader: failed with {loader.num_workers} worker(s)"
+            return f"data loader: failed with {workers} worker(s)"
         seconds = time.perf_counter() - start
-        workers = loader.num_workers
         del loader  # ends the worker processes before the folder goes
     return f"data loader: {images} images with {workers} worker(s) in {seconds:.1f} s"
 
@@ -148,23 +147,24 @@ def run_check(print_line: Callable[[str], None] = print) -> int:
             try:
                 print_line(trial())
             except Exception as error:  # noqa: BLE001 - every failure becomes a problem line, not a traceback
-                problems.append(f"{type(error).__name__}: {' '.join(str(error).split())} (README: When something "
-                                "goes wrong)")
+                problems.append(f"{type(error).__name__}: {' '.join(str(error).split())} "
+                                "(README: When something goes wrong)")
     for problem in problems:
         print_line(f"problem:     {problem}")
-    verdict = "ready" if not problems else f"not ready ({len(problems)} problem{'s' * (len(problems) > 1)} above)"
+    verdict = ("ready" if not problems
+               else f"not ready ({len(problems)} problem{'s' * (len(problems) > 1)} above)")
     print_line(f"verdict:     {verdict}")
     return 1 if problems else 0
 
 
 def weights_line(settings: Settings, problems: Problems) -> str:
-    """Whether the backbone's pretrained weights are cached or downloadable (all but the tiny slice need them)."""
+    """Whether the pretrained weights are cached or downloadable (all but the tiny slice need them)."""
     path = weights_file(settings.backbone)
     try:
         check_weights_available(settings.backbone)
     except OfflineError:
-        problems.append(f"no pretrained {settings.backbone} weights: not in {path} and no internet; connect, copy "
-                        "the file there, or set FLOWERS_TINY=1 (random weights, tiny slice)")
+        problems.append(f"no pretrained {settings.backbone} weights: not in {path} and no internet; "
+                        "connect, copy the file there, or set FLOWERS_TINY=1 (random weights, tiny slice)")
         return "weights:     missing"
     return f"weights:     pretrained {settings.backbone}, " + (f"cached at {path}" if path.exists()
                                                               else "downloadable (not cached yet)")

@@ -1,8 +1,7 @@
 """Saving and loading a trained classifier safely.
 
-A checkpoint holds only plain Python types and tensors, so it loads with
-``weights_only=True`` (loading never runs code from the file). Saves are atomic; everything
-is checked before any weights load, and each error names the file and what to do.
+A checkpoint holds only plain Python types and tensors, so it loads with ``weights_only=True`` (loading
+never runs code from the file). Saves are atomic; everything is checked before any weights load.
 """
 
 from __future__ import annotations
@@ -41,9 +40,9 @@ def atomic_save(data: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_idx: dict[str, int] | None = None,
-                    epoch: int | None = None, history: dict | None = None,
-                    cat_to_name: dict[str, str] | None = None) -> Path:
+def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier,
+                    class_to_idx: dict[str, int] | None = None, epoch: int | None = None,
+                    history: dict | None = None, cat_to_name: dict[str, str] | None = None) -> Path:
     """Save ``model`` (backbone name and weights, head shape and weights, class mapping, names) to ``path``.
 
     The backbone's weights are always stored (about 45 MB for resnet18): the file is the whole
@@ -56,7 +55,7 @@ def save_checkpoint(path: str | os.PathLike, model: FlowerClassifier, class_to_i
         raise ValueError("Pass class_to_idx (e.g. loaders['train'].dataset.class_to_idx): "
                          "without it predictions cannot be mapped back to class folders.")
     if len(class_to_idx) != model.num_classes:
-        raise ValueError(f"class_to_idx has {len(class_to_idx)} classes but the head outputs {model.num_classes}.")
+        raise ValueError(f"class_to_idx has {len(class_to_idx)} classes, the head {model.num_classes}.")
     names = cat_to_name or model.cat_to_name
     return atomic_save({
         "format": FORMAT, "backbone": model.backbone_name, "custom_backbone": bool(model.custom_backbone),
@@ -77,7 +76,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file as a plain dict (``weights_only=True``) and check its contents."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder; give the checkpoint file (e.g. {path / 'checkpoint.pth'}).")
+        raise IsADirectoryError(f"{path} is a folder; give the file, e.g. {path / 'checkpoint.pth'}.")
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}.")
     try:
@@ -88,19 +87,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{path} is not a PyTorch checkpoint or is corrupt ({reason}). "
                                   "Save or copy it again.") from None
         raise CheckpointError(f"{path} holds pickled Python objects (probably a whole model saved with "
-                              "torch.save(model)), which we do not unpickle: that could run arbitrary code. Load it "
-                              "where it was made and re-save it with helpers.checkpoint.save_checkpoint.") from None
+                              "torch.save(model)), which we do not unpickle: that could run arbitrary "
+                              "code. Load it where it was made and re-save it with "
+                              "helpers.checkpoint.save_checkpoint.") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, KeyError, ValueError, IndexError) as error:
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CheckpointError(f"{path} is incomplete or corrupt (truncated copy or interrupted save?): {reason}. "
-                              "Save or copy it again.") from None
+        raise CheckpointError(f"{path} is incomplete or corrupt (truncated copy or interrupted save?): "
+                              f"{reason}. Save or copy it again.") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path} is not a checkpoint written by helpers.checkpoint.save_checkpoint "
                               f"(format {found!r}).")
     missing = [key for key in REQUIRED if data.get(key) is None]
     if missing:
-        raise CheckpointError(f"{path} lacks {', '.join(missing)}; it cannot be used for prediction. Save it again.")
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}, which prediction needs. Save it again.")
     if len(data["class_to_idx"]) != data["num_classes"]:
         raise CheckpointError(f"{path}: class_to_idx has {len(data['class_to_idx'])} classes, "
                               f"the head {data['num_classes']}.")
@@ -113,7 +113,7 @@ def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple]:
 
 def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                     backbone: str | nn.Module | None = None) -> FlowerClassifier:
-    """Rebuild the classifier saved at ``path`` on ``device``, in evaluation mode (CUDA checkpoints load on CPUs).
+    """Rebuild the classifier at ``path`` on ``device``, in evaluation mode (CUDA checkpoints load on CPUs).
 
     ``backbone``: the name you expect (another backbone's checkpoint is refused before any
     weights load), or the module a custom-backbone checkpoint needs.
@@ -128,8 +128,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | None = None,
                               "as load_checkpoint(path, backbone=module).")
     head = build_head(data["in_features"], data["num_classes"], data["hidden_units"], data["dropout"])
     if _shapes(head.state_dict()) != _shapes(data["head_state_dict"]):
-        raise CheckpointError(f"{path}: the head weights do not match the stored head shape "
-                              f"(expected {_shapes(head.state_dict())}, found {_shapes(data['head_state_dict'])}).")
+        raise CheckpointError(f"{path}: the head weights do not match the stored head shape (expected "
+                              f"{_shapes(head.state_dict())}, found {_shapes(data['head_state_dict'])}).")
     stored = data["backbone_state_dict"]
     pretrained = stored is None  # older checkpoints stored only what torchvision could not rebuild
     module = backbone if isinstance(backbone, nn.Module) else load_backbone(data["backbone"], pretrained)

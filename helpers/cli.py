@@ -2,7 +2,7 @@
 
     python -m helpers train DATA_DIR --arch resnet18 --learning-rate 0.001 --hidden-units 512 --epochs 5 --gpu
     python -m helpers train DATA_DIR --unfreeze layer4 --backbone-lr 0.0001       # fine-tune the last stage
-    python -m helpers train DATA_DIR --no-augment --cached-features --epochs 15   # features once, then the head
+    python -m helpers train DATA_DIR --no-augment --cached-features --epochs 15   # the backbone runs once
     python -m helpers predict IMAGE CHECKPOINT --top-k 5 --category-names cat_to_name.json --gpu
     python -m helpers tiny DATA_DIR                                               # the tiny offline slice
     python -m helpers prepare DATA_DIR --split classic --resize-to 256            # download Flowers102
@@ -26,11 +26,11 @@ from helpers.data import eval_transform, load_cat_to_name, make_loaders, train_t
 from helpers.download import OfflineError, make_tiny_flowers, prepare_flowers102
 from helpers.features import FeatureBatches, cached_features, train_head
 from helpers.inference import predict
-from helpers.model import build_model, check_backbone_name, check_weights_available, count_parameters, unfreeze
+from helpers.model import (build_model, check_backbone_name, check_weights_available, count_parameters,
+                           unfreeze)
 from helpers.train import best_epoch, evaluate, fit, format_epoch, make_optimizer, parameter_groups
 
-# The project's own errors (missing files, bad values, offline, no such device): one line, not a traceback.
-# Other errors, torch's RuntimeErrors among them, keep their traceback.
+# The project's own errors print one line; others (torch's RuntimeErrors among them) keep their traceback.
 USER_ERRORS = (OSError, ValueError, OfflineError, DeviceError)
 
 
@@ -41,7 +41,7 @@ def hidden_units_from_options(values: list[int] | None) -> list[int]:
     if values == [0]:
         return []
     if any(v < 1 for v in values):
-        raise ValueError(f"--hidden-units must be positive (or a single 0 for no hidden layer), got {values}.")
+        raise ValueError(f"--hidden-units must be positive (or one 0 for no hidden layer), got {values}.")
     return values
 
 
@@ -55,7 +55,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train on ``args.data_dir``, report every epoch and the test accuracy, save a checkpoint."""
     device = gpu_or_cpu(args.gpu)
     pretrained = not (args.random_weights or get_settings().tiny)
-    hidden = hidden_units_from_options(args.hidden_units)
+    hidden, lr = hidden_units_from_options(args.hidden_units), args.learning_rate
     check_backbone_name(args.arch)  # fail before any data is read
     if pretrained:
         check_weights_available(args.arch)
@@ -72,29 +72,30 @@ def run_train(args: argparse.Namespace) -> int:
     model = build_model(args.arch, len(classes), hidden, args.dropout, pretrained=pretrained)
     stages = unfreeze(model, args.unfreeze) if args.unfreeze else []
     if args.cached_features and (stages or not args.no_augment):
-        raise ValueError("--cached-features needs a frozen backbone and --no-augment: the features are computed once.")
+        raise ValueError("--cached-features needs a frozen backbone and --no-augment: "
+                         "the features are computed once.")
     counts = count_parameters(model)
     print(f"backbone:  {args.arch}, {'pretrained ImageNet' if pretrained else 'random'} weights, "
           + (f"trains {', '.join(stages)} at learning rate {args.backbone_lr}" if stages else "frozen"))
     print(f"head:      {model.in_features} -> {' -> '.join(map(str, hidden + [len(classes)]))}, dropout "
           f"{args.dropout}; {counts['trainable']:,} of {counts['total']:,} parameters train")
-    print(f"training:  {args.epochs} epochs, learning rate {args.learning_rate}, batch {args.batch_size}, on {device}")
+    print(f"training:  {args.epochs} epochs, learning rate {lr}, batch {args.batch_size}, on {device}")
     if args.cached_features:  # the same head and loop, on features the frozen backbone computed once
         features = cached_features(model, data_dir, num_workers=args.workers, device=device, seed=args.seed)
         batches = FeatureBatches(features["train"], args.batch_size, seed=args.seed)
-        head, history = train_head(batches, features["valid"], hidden, args.dropout, args.learning_rate, args.epochs,
+        head, history = train_head(batches, features["valid"], hidden, args.dropout, lr, args.epochs,
                                    seed=args.seed)
         for epoch in history["epoch"]:  # one line per epoch, as fit prints them while training images
             print(format_epoch({key: values[:epoch] for key, values in history.items()}, args.epochs))
         model.head.load_state_dict(head.state_dict())
         test = evaluate(head, FeatureBatches(features["test"], 256, shuffle=False), device)
     else:
-        optimizer = make_optimizer(parameter_groups(model, args.learning_rate, args.backbone_lr), args.learning_rate)
-        history = fit(model, loaders["train"], loaders["valid"], args.epochs, args.learning_rate, optimizer=optimizer,
+        optimizer = make_optimizer(parameter_groups(model, lr, args.backbone_lr), lr)
+        history = fit(model, loaders["train"], loaders["valid"], args.epochs, lr, optimizer=optimizer,
                       train_eval_batches=loaders["train_eval"], device=device, progress=False)
         test = evaluate(model, loaders["test"], device)
-    print(f"test:      accuracy {test['accuracy']:.1%} (loss {test['loss']:.3f}) on {len(loaders['test'].dataset)} "
-          f"images, with the weights of epoch {best_epoch(history)}")
+    print(f"test:      accuracy {test['accuracy']:.1%} (loss {test['loss']:.3f}) "
+          f"on {len(loaders['test'].dataset)} images, with the weights of epoch {best_epoch(history)}")
     path = save_checkpoint(save_dir / "checkpoint.pth", model, loaders["train"].dataset.class_to_idx,
                            epoch=best_epoch(history), history=history, cat_to_name=names)
     print(f"saved:     {path}")
@@ -115,7 +116,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_tiny(args: argparse.Namespace) -> int:
     """Generate the tiny slice and say where it is."""
-    print(f"tiny slice: {make_tiny_flowers(args.data_dir, seed=args.seed)} (train/, valid/, test/, cat_to_name.json)")
+    root = make_tiny_flowers(args.data_dir, seed=args.seed)
+    print(f"tiny slice: {root} (train/, valid/, test/, cat_to_name.json)")
     return 0
 
 
@@ -129,7 +131,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m helpers`` parser with its five commands."""
-    parser = argparse.ArgumentParser(prog="python -m helpers", description="Train and use a flower classifier.")
+    parser = argparse.ArgumentParser(prog="python -m helpers",
+                                     description="Train and use a flower classifier.")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a classifier and save a checkpoint")
     train.add_argument("data_dir", help="folder with train/, valid/ and test/ class folders")
@@ -140,8 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="size of a hidden layer; repeat for more layers, 0 for none (default: 512)")
     train.add_argument("--dropout", type=float, default=0.2, help="dropout probability (default: 0.2)")
     train.add_argument("--epochs", type=int, default=5, help="passes over the training images (default: 5)")
-    train.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per batch (default: 32)")
-    train.add_argument("--gpu", action="store_true", help="train on the GPU: CUDA, or MPS on a Mac (an error if there is none)")
+    train.add_argument("--batch-size", "--batch_size", type=int, default=32,
+                       help="images per batch (default: 32)")
+    train.add_argument("--gpu", action="store_true",
+                       help="train on the GPU: CUDA, or MPS on a Mac (an error if there is none)")
     train.add_argument("--save-dir", "--save_dir", default="checkpoints",
                        help="where checkpoint.pth goes (default: checkpoints)")
     train.add_argument("--unfreeze", action="append", metavar="STAGE",
@@ -152,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="no pretrained weights (offline; the default when FLOWERS_TINY=1)")
     train.add_argument("--no-augment", action="store_true", help="train without data augmentation")
     train.add_argument("--cached-features", action="store_true",
-                       help="with --no-augment: run the frozen backbone once, then train the head on its features")
+                       help="with --no-augment: run the frozen backbone once, train the head on its features")
     train.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: automatic)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     predict_parser = commands.add_parser("predict", help="top-k classes of one image")
@@ -162,16 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="how many classes (default: 5, or all if fewer)")
     predict_parser.add_argument("--category-names", "--category_names", default=None,
                                 help="JSON file: class folder -> name (default: the names in the checkpoint)")
-    predict_parser.add_argument("--gpu", action="store_true", help="predict on the GPU: CUDA or MPS (an error if there is none)")
+    predict_parser.add_argument("--gpu", action="store_true",
+                                help="predict on the GPU: CUDA or MPS (an error if there is none)")
     tiny = commands.add_parser("tiny", help="generate the tiny offline dataset")
     tiny.add_argument("data_dir")
     tiny.add_argument("--seed", type=int, default=0)
     prepare = commands.add_parser("prepare", help="download Oxford 102 Flowers into class folders")
     prepare.add_argument("data_dir")
     prepare.add_argument("--split", choices=("classic", "official"), default="classic")
-    prepare.add_argument("--resize-to", type=int, default=256, help="shorter side in pixels; 0 keeps full size")
-    prepare.add_argument("--download-dir", default=None, help="where the original files go (default: DATA_DIR/downloads)")
-    commands.add_parser("check", help="is this machine ready? versions, device, precision, a training step, speed")
+    prepare.add_argument("--resize-to", type=int, default=256, help="shorter side in px; 0 keeps full size")
+    prepare.add_argument("--download-dir", default=None,
+                         help="where the original files go (default: DATA_DIR/downloads)")
+    commands.add_parser("check",
+                        help="is this machine ready? versions, device, precision, a training step, speed")
     return parser
 
 

@@ -51,7 +51,8 @@ class Settings:
             return self.own_dataset
         if self.tiny:
             return self.data_root / "tiny"
-        return self.data_root / (f"flowers102-{self.split}" + (f"-{self.resize_to}" if self.resize_to else ""))
+        size = f"-{self.resize_to}" if self.resize_to else ""
+        return self.data_root / f"flowers102-{self.split}{size}"
 
     @property
     def checkpoint_path(self) -> Path:
@@ -65,7 +66,8 @@ class Settings:
         elif self.tiny:
             data = "tiny generated slice (accuracy says nothing about real flowers)"
         else:
-            data = f"Flowers102, {self.split} split" + (f", stored at {self.resize_to} px" if self.resize_to else "")
+            stored = f", stored at {self.resize_to} px" if self.resize_to else ""
+            data = f"Flowers102, {self.split} split{stored}"
         weights = "pretrained (ImageNet)" if self.pretrained else "random (no download)"
         workers = "auto" if self.num_workers is None else str(self.num_workers)
         dtype = autocast_dtype(self.device, self.precision)
@@ -114,7 +116,7 @@ def get_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def read_precision(env: Mapping[str, str] | None = None) -> str:
-    """``FLOWERS_PRECISION`` from ``env`` (default: the process environment): auto, float32, bfloat16 or float16."""
+    """``FLOWERS_PRECISION`` from ``env`` (default: ``os.environ``): auto, float32, bfloat16 or float16."""
     env = os.environ if env is None else env
     return check_precision(env.get("FLOWERS_PRECISION", "").strip().lower() or "auto", "FLOWERS_PRECISION=")
 
@@ -127,20 +129,20 @@ def check_precision(precision: str, where: str = "precision=") -> str:
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
-    """Seed Python's ``random``, NumPy and torch; returns a seeded ``torch.Generator`` for a DataLoader's shuffling."""
+    """Seed ``random``, NumPy and torch; returns a seeded ``torch.Generator`` for a DataLoader's shuffling."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return torch.Generator().manual_seed(seed)
 
 
-def resolve_device(requested: str | None = "auto") -> str:
-    """The device to compute on. ``auto`` (or ``None``) picks CUDA, then Apple's MPS, then the CPU.
+def resolve_device(requested: str | None = None) -> str:
+    """The device to compute on. ``auto`` picks CUDA, then Apple's MPS, then the CPU; ``None``
+    follows the settings (``FLOWERS_DEVICE``, default ``auto``), as the precision policy does.
 
-    Every function of ``helpers`` with a ``device`` parameter resolves it here, so ``None``
-    means the same everywhere. Asking for a device the machine lacks is an error that says what to do.
+    Every ``device`` parameter of ``helpers`` is resolved here, so ``None`` means the same everywhere.
     """
-    choice = (requested or "auto").strip().lower()
+    choice = (requested or os.environ.get("FLOWERS_DEVICE") or "auto").strip().lower()
     if choice == "auto":
         # torch.accelerator (torch >= 2.6) names the machine's accelerator; a CUDA build names
         # "cuda" even without a GPU, so is_available() comes first.
@@ -153,8 +155,8 @@ def resolve_device(requested: str | None = "auto") -> str:
         return choice
     if choice == "mps":
         if not torch.backends.mps.is_available():
-            raise DeviceError("Apple's MPS was asked for, but torch cannot use it here: it needs a Mac with Apple "
-                               "silicon, macOS 12.3 or later and an arm64 Python. Set FLOWERS_DEVICE=cpu or auto.")
+            raise DeviceError("Apple's MPS was asked for, but torch cannot use it: it needs a Mac with Apple "
+                              "silicon, macOS 12.3+ and an arm64 Python. Set FLOWERS_DEVICE=cpu or auto.")
         return choice
     if choice == "cpu":
         return "cpu"
@@ -169,10 +171,9 @@ def cpu_cores() -> int:
 def default_num_workers(device: str) -> int:
     """Loader worker processes, chosen for where the network runs.
 
-    CUDA: up to 8, so that decoding keeps the GPU busy. MPS: up to 4; the GPU does the network's
-    work, but macOS starts every worker as a fresh Python process (spawn), which costs a second
-    or two and memory each, once per loader since workers persist. CPU: none on 2 cores, whose
-    cores the network needs itself (workers beside torch's threads there fight for them).
+    CUDA: up to 8, so that decoding keeps the GPU busy. MPS: up to 4, as macOS starts each worker as a
+    fresh Python process (spawn), at a second or two and some memory each, once per loader (workers
+    persist). CPU: none on 2 cores, which the network needs itself (workers would fight torch's threads).
     """
     cores = cpu_cores()
     if device.startswith("cuda"):
@@ -195,12 +196,11 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: str, precision: str | None = None) -> torch.dtype | None:
     """The one precision policy: the reduced precision to compute in on ``device``, or ``None`` for float32.
 
-    ``precision``: auto, float32, bfloat16 or float16; ``None`` reads ``FLOWERS_PRECISION``
-    (default auto). ``auto`` is float16 on CUDA (tensor cores; the loop scales the loss) and
-    float32 elsewhere: on the CPU, autocast results change with the machine (native bfloat16
-    or not), and MPS autocast support varies across torch and macOS versions. bfloat16 on a
-    CPU is one setting away; ``python -m helpers check`` says whether this CPU computes it natively
-    (about 2.5x faster convolutions) or emulates it (slower than float32).
+    ``precision``: one of :data:`PRECISIONS`; ``None`` reads ``FLOWERS_PRECISION`` (default auto). ``auto``
+    is float16 on CUDA (tensor cores; the loop scales the loss) and float32 elsewhere: on the CPU, autocast
+    results change with the machine (native bfloat16 or not), and MPS autocast support varies across torch
+    and macOS versions. bfloat16 on a CPU is one setting away; ``python -m helpers check`` says whether this
+    CPU computes it natively (about 2.5x faster convolutions) or emulates it (slower than float32).
     """
     choice = read_precision() if precision is None else check_precision(precision)
     if choice == "auto":

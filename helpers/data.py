@@ -1,7 +1,6 @@
 """Images, transforms, datasets and DataLoaders: the code notebook 01 writes, saved for reuse.
 
-Every error about an image names the file. The transforms follow the chosen backbone's own
-preprocessing (resize, crop, interpolation, mean and std).
+Every error about an image names the file; the transforms follow the chosen backbone's preprocessing.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class BadImageError(ValueError):
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as RGB the way a person sees it: transparency on white, 16-bit stretched from its min-max."""
+    """Any PIL image in RGB, as a person sees it: transparency on white, 16-bit stretched from min to max."""
     if image.mode == "RGB":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
@@ -63,8 +62,8 @@ def load_rgb_image(path: str | os.PathLike) -> Image.Image:
             opened.load()
             return to_rgb(ImageOps.exif_transpose(opened))
     except Image.DecompressionBombError as error:
-        raise BadImageError(f"{path}: the image is too large for PIL's safety limit ({error}). Shrink the file, "
-                            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it.") from error
+        raise BadImageError(f"{path}: the image is too large for PIL's safety limit ({error}). "
+                            "Shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if path.stat().st_size == 0:
             problem = "the file is empty (0 bytes)"
@@ -105,29 +104,28 @@ def verify_images(root: str | os.PathLike) -> list[str]:
 def preprocessing(backbone: str | None = "resnet18") -> dict:
     """Resize, crop, interpolation, mean and std that ``backbone``'s pretrained weights expect.
 
-    From torchvision's weight metadata (no download): resnet18 256/224, resnet50 232/224,
-    efficientnet_b0 bicubic. ``None`` (your own backbone) gives 256 / 224 / bilinear.
+    From the weights' metadata (no download): resnet18 256/224, resnet50 232/224, efficientnet_b0 bicubic.
     """
-    if backbone is None:
+    if backbone is None:  # your own backbone: the usual ImageNet recipe
         return {"resize": 256, "crop": 224, "interpolation": transforms.InterpolationMode.BILINEAR,
                 "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     preset = torchvision.models.get_model_weights(backbone).DEFAULT.transforms()
-    return {"resize": preset.resize_size[0], "crop": preset.crop_size[0], "interpolation": preset.interpolation,
-            "mean": tuple(preset.mean), "std": tuple(preset.std)}
+    return {"resize": preset.resize_size[0], "crop": preset.crop_size[0],
+            "interpolation": preset.interpolation, "mean": tuple(preset.mean), "std": tuple(preset.std)}
 
 
 def eval_transform(backbone: str | None = "resnet18") -> transforms.Compose:
     """Resize, centre-crop, tensor, normalise: what valid, test and prediction images get."""
     p = preprocessing(backbone)
-    return transforms.Compose([transforms.Resize(p["resize"], p["interpolation"]), transforms.CenterCrop(p["crop"]),
-                               transforms.ToTensor(), transforms.Normalize(p["mean"], p["std"])])
+    return transforms.Compose([transforms.Resize(p["resize"], p["interpolation"]),
+                               transforms.CenterCrop(p["crop"]), transforms.ToTensor(),
+                               transforms.Normalize(p["mean"], p["std"])])
 
 
 def train_transform(backbone: str | None = "resnet18", strength: float = 1.0) -> transforms.Compose:
     """Random rotation, shift, scale, flip and a little colour change, then the evaluation steps.
 
-    ``strength`` scales every change: 0 is the evaluation pipeline, 1 the course's default
-    (up to 30 degrees, 10 % shift, +-20 % scale), 2 twice that.
+    ``strength`` scales every change: 0 is the evaluation pipeline, 1 the course's default, 2 twice that.
     """
     if not 0 <= strength <= 2:
         raise ValueError(f"strength must be between 0 and 2, not {strength}.")
@@ -136,7 +134,8 @@ def train_transform(backbone: str | None = "resnet18", strength: float = 1.0) ->
     p, s = preprocessing(backbone), strength
     return transforms.Compose([
         transforms.Resize(p["resize"], p["interpolation"]),
-        transforms.RandomAffine(degrees=30 * s, translate=(0.1 * s, 0.1 * s), scale=(1 - 0.2 * s, 1 + 0.2 * s)),
+        transforms.RandomAffine(degrees=30 * s, translate=(0.1 * s, 0.1 * s),
+                                scale=(1 - 0.2 * s, 1 + 0.2 * s)),
         transforms.CenterCrop(p["crop"]),
         transforms.RandomHorizontalFlip(),
         transforms.ColorJitter(brightness=0.2 * s, contrast=0.2 * s, saturation=0.2 * s),
@@ -162,15 +161,19 @@ def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = SPLITS) -> l
         classes = class_folders(root / split)
         if not classes:
             raise FileNotFoundError(f"{root / split} has no class folders. {LAYOUT}")
-        empty = [str(root / split / c) for c in classes if next(iter_image_files(root / split / c), None) is None]
+        empty = [str(root / split / c) for c in classes
+                 if next(iter_image_files(root / split / c), None) is None]
         if empty:
-            raise ValueError(f"Class folders without images: {', '.join(empty)}. Add images or remove them. {LAYOUT}")
+            raise ValueError(f"Class folders without images: {', '.join(empty)}. "
+                             f"Add images or remove them. {LAYOUT}")
         found[split] = classes
+    first = set(found[splits[0]])
     for split, classes in found.items():
-        missing, extra = sorted(set(found[splits[0]]) - set(classes)), sorted(set(classes) - set(found[splits[0]]))
+        missing, extra = sorted(first - set(classes)), sorted(set(classes) - first)
         if missing or extra:
-            raise ValueError(f"{root / split} has different classes from {root / splits[0]}: missing "
-                             f"{missing or 'none'}, extra {extra or 'none'}. Every split needs the same class folders.")
+            raise ValueError(f"{root / split} has different classes from {root / splits[0]}: "
+                             f"missing {missing or 'none'}, extra {extra or 'none'}. "
+                             "Every split needs the same class folders.")
     return found[splits[0]]
 
 
@@ -189,9 +192,9 @@ class FlowerFolder(datasets.ImageFolder):
                         and not any(part.startswith(".") for part in path.relative_to(root).parts)]
         if self.skipped:
             examples = ", ".join(path.name for path in self.skipped[:3])
-            warnings.warn(f"{root}: {len(self.skipped)} file(s) skipped because they are not images this loader "
-                          f"reads (e.g. {examples}). Convert them to JPEG or PNG, or move them out of the class "
-                          f"folders; readable types: {', '.join(IMAGE_EXTENSIONS)}.", stacklevel=2)
+            warnings.warn(f"{root}: {len(self.skipped)} file(s) skipped because this loader cannot read "
+                          f"them (e.g. {examples}). Convert them to JPEG or PNG, or move them out of the "
+                          f"class folders; readable types: {', '.join(IMAGE_EXTENSIONS)}.", stacklevel=2)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         """Class names from the sub-folders, dot-folders left out."""
@@ -203,8 +206,10 @@ class FlowerFolder(datasets.ImageFolder):
     @staticmethod
     def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
         """ImageFolder's (path, class index) list without dot-files and files in dot-folders."""
-        samples = datasets.ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
-        return [(p, t) for p, t in samples if not any(part.startswith(".") for part in Path(p).relative_to(directory).parts)]
+        samples = datasets.ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file,
+                                                    allow_empty)
+        return [(p, t) for p, t in samples
+                if not any(part.startswith(".") for part in Path(p).relative_to(directory).parts)]
 
 
 def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callable | None = None,
@@ -212,10 +217,9 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
                  num_workers: int | None = None, device: str | None = None) -> dict[str, DataLoader]:
     """DataLoaders "train" (shuffled, ``train_tf``), "valid" and "test" (``eval_tf``, in order).
 
-    Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller
-    set) with ``eval_tf``, to measure training accuracy the way validation is measured.
-    ``seed`` fixes the shuffling order; ``num_workers=None`` picks the default for ``device``
-    (``None``: see ``resolve_device``), where the batches will go.
+    Also "train_eval": a fixed sample of the training images (1,000, or half of a smaller set) with
+    ``eval_tf``, to measure training accuracy the way validation is measured. ``seed`` fixes the shuffling
+    order; ``num_workers=None`` picks the default for ``device``, where the batches will go.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}.")
@@ -228,7 +232,8 @@ def make_loaders(root: str | os.PathLike, batch_size: int = 32, train_tf: Callab
     plain_train = copy.copy(sets["train"])  # the same files, with the evaluation transform
     plain_train.transform = eval_tf
     size = min(1000, max(1, len(plain_train) // 2))  # each measured image costs a forward pass every epoch
-    sample = torch.randperm(len(plain_train), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randperm(len(plain_train), generator=generator)[:size].sort().values
     sets["train_eval"] = Subset(plain_train, sample.tolist())
     # Page-locked memory speeds up copies to a CUDA GPU; MPS shares memory with the CPU, which needs no copy.
     common = {"batch_size": batch_size, "num_workers": workers, "pin_memory": device.startswith("cuda"),
@@ -252,7 +257,7 @@ def load_cat_to_name(path: str | os.PathLike, classes: list[str] | None = None) 
         names = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"No category names file at {path}. Pass the class folders too, "
-                                "load_cat_to_name(path, classes), to name each class by its folder.") from None
+                                "load_cat_to_name(path, classes), to use the folder names.") from None
     except ValueError as error:
         raise ValueError(f"{path} is not valid JSON ({error}).") from None
     if not isinstance(names, dict) or not all(isinstance(v, str) for v in names.values()):

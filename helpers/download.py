@@ -1,9 +1,8 @@
 """Getting data onto the disk: Oxford 102 Flowers, the generated tiny slice, and the offline check.
 
-Both are written as ``root/{train,valid,test}/<class>/<image>.jpg`` plus ``root/cat_to_name.json``,
-with a marker file (:mod:`helpers.prepared`): a second call with the same recipe returns at
-once, an interrupted one is redone, a folder this module did not write is never touched, and
-one preparation of a folder runs at a time.
+Both are written as ``root/{train,valid,test}/<class>/<image>.jpg`` plus ``root/cat_to_name.json``, with a
+marker file (:mod:`helpers.prepared`): a second call with the same recipe returns at once, an interrupted one
+is redone, a folder this module did not write is never touched, and preparations of one folder take turns.
 """
 
 from __future__ import annotations
@@ -90,8 +89,9 @@ def draw_flower(kind: tuple, rng: random.Random, size: int) -> Image.Image:
     return image
 
 
-def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6, images_per_split: tuple[int, int, int] = (24, 6, 6),
-                      image_size: int = 256, seed: int = 0) -> Path:
+def make_tiny_flowers(root: str | os.PathLike, num_classes: int = 6,
+                      images_per_split: tuple[int, int, int] = (24, 6, 6), image_size: int = 256,
+                      seed: int = 0) -> Path:
     """Generate the tiny slice in ``root``: drawn flowers, deterministic for a ``seed``, in a second.
 
     Classes differ in petal count and colours, so even a random backbone can tell them apart.
@@ -121,8 +121,8 @@ def _write_tiny_flowers(root: Path, recipe: dict) -> None:
         for kind in TINY_CLASSES[:num_classes]:
             (root / split / kind[0]).mkdir(parents=True)
             for index in range(count):
-                draw_flower(kind, rng, recipe["image_size"]).save(root / split / kind[0] / f"{split}_{index:03d}.jpg",
-                                                                  quality=90)
+                image = draw_flower(kind, rng, recipe["image_size"])
+                image.save(root / split / kind[0] / f"{split}_{index:03d}.jpg", quality=90)
     names = {kind[0]: kind[1] for kind in TINY_CLASSES[:num_classes]}
     (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
     write_marker(root, recipe, complete=True)
@@ -131,10 +131,10 @@ def _write_tiny_flowers(root: Path, recipe: dict) -> None:
 def offline_message(download_dir: Path) -> str:
     """What to do when Flowers102 is not on disk and cannot be downloaded."""
     files = "\n".join(f"  {SOURCE_URL}{name}" for name in SOURCE_FILES)
-    return (f"Oxford 102 Flowers is not in {download_dir / 'flowers-102'} and {SOURCE_URL} cannot be reached.\n"
+    return (f"Oxford 102 Flowers is not in {download_dir / 'flowers-102'} and {SOURCE_URL} is unreachable.\n"
             f"Either download these three files on a machine with internet:\n{files}\n"
-            f"and copy them into {download_dir / 'flowers-102'} (the archive is extracted for you), then run this "
-            "again; or work offline on the generated tiny slice: set FLOWERS_TINY=1, or call "
+            f"and copy them into {download_dir / 'flowers-102'} (the archive is extracted for you), then "
+            "run this again; or work offline on the generated tiny slice: set FLOWERS_TINY=1, or call "
             "helpers.download.make_tiny_flowers(folder).")
 
 
@@ -144,17 +144,17 @@ def _read_labels(flowers_dir: Path) -> tuple[list[int], dict[str, list[int]]]:
 
     labels = [int(v) for v in loadmat(flowers_dir / "imagelabels.mat", squeeze_me=True)["labels"].tolist()]
     ids = loadmat(flowers_dir / "setid.mat", squeeze_me=True)
-    official = {split: [int(i) for i in ids[key].tolist()] for split, key in zip(SPLITS, ("trnid", "valid", "tstid"))}
+    official = {split: [int(i) for i in ids[key].tolist()]
+                for split, key in zip(SPLITS, ("trnid", "valid", "tstid"))}
     return labels, official
 
 
 def download_flowers102(download_dir: Path) -> Path:
-    """The original files in ``download_dir/flowers-102``, downloaded with torchvision (MD5-checked) if needed.
+    """The original files in ``download_dir/flowers-102``, downloaded by torchvision (MD5-checked) if needed.
 
     A half-extracted ``jpg/`` folder is extracted again. Offline, :class:`OfflineError` comes within seconds.
-    Two preparations that share ``download_dir`` download one at a time.
     """
-    with preparation_lock(download_dir):
+    with preparation_lock(download_dir):  # preparations that share download_dir download one at a time
         return _download_flowers102(download_dir)
 
 
@@ -173,11 +173,13 @@ def _download_flowers102(download_dir: Path) -> Path:
     try:
         Flowers102(str(download_dir), split="train", download=True)
     except (OSError, RuntimeError) as error:
-        raise OfflineError(f"Downloading Flowers102 failed ({error}).\n" + offline_message(download_dir)) from error
+        raise OfflineError(f"Downloading Flowers102 failed ({error}).\n"
+                           + offline_message(download_dir)) from error
     return flowers_dir
 
 
-def split_image_ids(labels: list[int], official: dict[str, list[int]], split: str, seed: int = 0) -> dict[str, list[int]]:
+def split_image_ids(labels: list[int], official: dict[str, list[int]], split: str,
+                    seed: int = 0) -> dict[str, list[int]]:
     """Image ids per split: the official ones, or a seeded ~80/10/10 split stratified by class ("classic")."""
     if split == "official":
         return official
@@ -228,12 +230,13 @@ def prepare_flowers102(root: str | os.PathLike, split: str = "classic", resize_t
     recipe = {"maker": "flowers102", "split": split, "resize_to": resize_to, "seed": seed}
     with preparation_lock(root):
         if not is_done(root, recipe, replace_other_recipe=False):
-            _write_flowers102(root, recipe, Path(download_dir).expanduser() if download_dir else root / "downloads")
+            downloads = Path(download_dir).expanduser() if download_dir else root / "downloads"
+            _write_flowers102(root, recipe, downloads)
     return root
 
 
 def _write_flowers102(root: Path, recipe: dict, download_dir: Path) -> None:
-    """Download Flowers102 if needed and write ``recipe``'s split into ``root`` (see :func:`prepare_flowers102`)."""
+    """Download Flowers102 if needed, write ``recipe``'s split to ``root``: see :func:`prepare_flowers102`."""
     flowers_dir = download_flowers102(download_dir)
     labels, official = _read_labels(flowers_dir)
     start_writing(root, recipe)
@@ -243,7 +246,7 @@ def _write_flowers102(root: Path, recipe: dict, download_dir: Path) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             file_name = f"image_{image_id:05d}.jpg"
             copy_image(flowers_dir / "jpg" / file_name, folder / file_name, recipe["resize_to"])
-    names = {str(k): Flowers102.classes[k - 1] for k in sorted(set(labels))}  # torchvision >= 0.21 has the names
+    names = {str(k): Flowers102.classes[k - 1] for k in sorted(set(labels))}  # torchvision >= 0.21 has them
     (root / "cat_to_name.json").write_text(json.dumps(names, indent=1))
     write_marker(root, recipe, complete=True)
 
@@ -257,8 +260,8 @@ def ensure_dataset(settings: Settings) -> Path:
         return make_tiny_flowers(settings.dataset_dir)
     resize = preprocessing(settings.backbone)["resize"]
     if settings.resize_to and settings.resize_to < resize:  # e.g. efficientnet_b4 (384), vit_h_14 (518)
-        warnings.warn(f"Flowers102 is stored at {settings.resize_to} px, but {settings.backbone} resizes images to "
-                      f"{resize} px: they are enlarged, blurrier than the photos predict() gets. Set "
-                      f"FLOWERS_RESIZE_TO={resize} (or 0 for the original files).", stacklevel=2)
+        warnings.warn(f"Flowers102 is stored at {settings.resize_to} px, but {settings.backbone} resizes "
+                      f"images to {resize} px: they are enlarged, blurrier than the photos predict() gets. "
+                      f"Set FLOWERS_RESIZE_TO={resize} (or 0 for the original files).", stacklevel=2)
     return prepare_flowers102(settings.dataset_dir, split=settings.split, resize_to=settings.resize_to,
                               download_dir=settings.data_root / "downloads")

@@ -1,8 +1,7 @@
 """Cached features: run the frozen backbone once, then train heads on its outputs in seconds (notebook 05).
 
-A frozen backbone gives the same features every epoch, so it runs once over every image
-and its outputs are saved to disk; heads then train on them with the one loop,
-:func:`helpers.train.fit`, fed by :class:`FeatureBatches` as a DataLoader feeds images.
+A frozen backbone gives the same features every epoch, so it runs once and its outputs are saved to disk;
+heads then train on them with the one loop, :func:`helpers.train.fit`, fed by :class:`FeatureBatches`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from typing import Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
-
 from torch.utils.data import DataLoader
 
 from helpers.checkpoint import atomic_save
@@ -57,9 +55,10 @@ class FeatureBatches:
     def __iter__(self):
         features, labels, _ = self.sets[self.passes % len(self.sets)]
         self.passes += 1
-        order = torch.randperm(len(labels), generator=self.generator) if self.shuffle else torch.arange(len(labels))
+        order = (torch.randperm(len(labels), generator=self.generator) if self.shuffle
+                 else torch.arange(len(labels)))
         for start in range(0, len(labels), self.batch_size):
-            batch = order[start:start + self.batch_size]  # gathered one batch at a time: it stays in the CPU cache
+            batch = order[start:start + self.batch_size]  # gathered per batch: it stays in the CPU cache
             yield features[batch], labels[batch]
 
 
@@ -75,7 +74,8 @@ def backbone_fingerprint(backbone: nn.Module) -> str:
         except (OSError, TypeError):  # defined interactively without a file: its name at least
             digest.update(cls.__qualname__.encode())
     for name, tensor in backbone.state_dict().items():
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        raw = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+        digest.update(name.encode() + raw)
     return digest.hexdigest()
 
 
@@ -87,18 +87,17 @@ def files_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0, cache_dir: str | Path | None = None,
-                    num_workers: int | None = None, device: str | None = None, seed: int = 0,
+def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0,
+                    cache_dir: str | Path | None = None, num_workers: int | None = None,
+                    device: str | None = None, seed: int = 0,
                     verbose: bool = True) -> dict[str, FeatureSet | list[FeatureSet]]:
     """Features of the train, valid and test images, computed once and then read from ``cache_dir``.
 
-    Notebook 05's extraction loop, per split: a ``FlowerFolder`` with the evaluation transform, a
-    ``DataLoader``, and the backbone in evaluation mode without gradients (``model_outputs``).
-    ``model``: a classifier from ``build_model`` (its backbone runs) or a bare backbone.
-    ``augmented_views=K`` adds "train_views": K passes of the training images through
-    :func:`helpers.data.train_transform`, drawn with ``seed`` (also in loader workers). The
-    cache (default ``root/.feature_cache``) is keyed by the backbone's code and weights, the
-    split's images, the transform, the precision, the views and the seed.
+    Notebook 05's extraction loop (``model_outputs``), per split. ``model``: a classifier from
+    ``build_model`` (its backbone runs) or a bare backbone. ``augmented_views=K`` adds "train_views": K
+    passes of the training images through :func:`helpers.data.train_transform`, drawn with ``seed`` (also in
+    loader workers). The cache (default ``root/.feature_cache``) is keyed by the backbone's code and
+    weights, the split's images, the transform, the precision, the views and the seed.
     """
     if augmented_views < 0:
         raise ValueError(f"augmented_views must be 0 or more, not {augmented_views}.")
@@ -112,8 +111,9 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
     passes += [("train_views", "train", train_transform(name), augmented_views)] if augmented_views else []
     result: dict = {}
     for output, split, transform, views in passes:
-        key = {"format": CACHE_FORMAT, "backbone": code_and_weights, "images": files_fingerprint(root / split),
-               "transform": repr(transform), "precision": str(autocast_dtype(device)), "views": views, "seed": seed}
+        key = {"format": CACHE_FORMAT, "backbone": code_and_weights,
+               "images": files_fingerprint(root / split), "transform": repr(transform),
+               "precision": str(autocast_dtype(device)), "views": views, "seed": seed}
         path = cache_dir / f"{split}-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:20]}.pt"
         stored = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
         if stored is not None and stored["key"] == key:
@@ -121,11 +121,13 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
         else:
             start, dataset = time.perf_counter(), FlowerFolder(root / split, transform)
             workers = default_num_workers(device) if num_workers is None else num_workers
-            loader = DataLoader(dataset, EXTRACTION_BATCH, num_workers=workers, pin_memory=device.startswith("cuda"),
+            loader = DataLoader(dataset, EXTRACTION_BATCH, num_workers=workers,
+                                pin_memory=device.startswith("cuda"),
                                 persistent_workers=workers > 0,  # started once for all the views
-                                generator=torch.Generator().manual_seed(seed))  # seeds the workers' random draws
+                                generator=torch.Generator().manual_seed(seed))  # seeds the workers' draws
             seed_everything(seed)  # random draws without workers
-            sets = [FeatureSet(*model_outputs(backbone, loader, device), dataset.classes) for _ in range(views)]
+            sets = [FeatureSet(*model_outputs(backbone, loader, device), dataset.classes)
+                    for _ in range(views)]
             atomic_save({"key": key, "features": [s.features for s in sets], "labels": sets[0].labels,
                          "classes": sets[0].classes}, path)
             if verbose:
@@ -136,8 +138,7 @@ def cached_features(model: nn.Module, root: str | Path, augmented_views: int = 0
 
 
 class Run(NamedTuple):
-    """One variant: its settings, the first seed's history (for curves), every seed's history, trainable
-    parameters and seconds per seed."""
+    """One variant: settings, first seed's history (for curves), every seed's history, parameters, seconds."""
 
     config: dict
     history: dict[str, list]
@@ -147,15 +148,15 @@ class Run(NamedTuple):
 
 
 def train_head(train: FeatureSet | Sequence[FeatureSet] | FeatureBatches, valid: FeatureSet,
-               hidden_units: Sequence[int] = (512,), dropout: float = 0.2, lr: float = 0.001, epochs: int = 10,
-               seed: int = 0, train_eval: FeatureSet | None = None) -> tuple[nn.Sequential, dict[str, list]]:
+               hidden_units: Sequence[int] = (512,), dropout: float = 0.2, lr: float = 0.001,
+               epochs: int = 10, seed: int = 0,
+               train_eval: FeatureSet | None = None) -> tuple[nn.Sequential, dict[str, list]]:
     """A fresh head trained on cached features with :func:`helpers.train.fit`; returns (head, history).
 
     ``train``: features, several augmented views (one per epoch: pass the un-augmented features as
-    ``train_eval``, on which training accuracy is measured in evaluation mode), or a
-    :class:`FeatureBatches` for another batch size or order (its own seed draws the order).
-    By default: batches of 256, shuffled. ``seed`` fixes the head's initial weights, its dropout
-    masks and the default batch order. It computes where ``resolve_device()`` says (the accelerator, if any).
+    ``train_eval``, on which training accuracy is measured in evaluation mode), or a :class:`FeatureBatches`
+    for another batch size or order (its own seed draws the order). ``seed`` fixes the head's initial
+    weights, its dropout masks and the default batch order. It computes on the settings' device.
     """
     if isinstance(train, FeatureBatches):  # a fresh copy: every call starts from the first pass and order
         batches = FeatureBatches(train.sets, train.batch_size, train.shuffle, train.seed)
@@ -172,8 +173,8 @@ def train_head(train: FeatureSet | Sequence[FeatureSet] | FeatureBatches, valid:
     return head.cpu().eval(), history
 
 
-def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Mapping], seeds: Sequence[int] = (0,),
-                 **common) -> dict[str, Run]:
+def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Mapping],
+                 seeds: Sequence[int] = (0,), **common) -> dict[str, Run]:
     """Train one head per variant and seed; return {label: Run}.
 
     ``common`` holds what every run shares (e.g. ``epochs=15``); each variant's own settings
@@ -181,7 +182,8 @@ def run_variants(train: FeatureSet, valid: FeatureSet, variants: Mapping[str, Ma
     Several ``seeds`` show how much of a difference is noise (:func:`summary_rows`).
     """
     if not variants or not seeds:
-        raise ValueError("No variants or no seeds to run; pass e.g. {'dropout 0': {'dropout': 0.0}}, seeds=(0, 1, 2).")
+        raise ValueError("No variants or no seeds to run; "
+                         "pass e.g. {'dropout 0': {'dropout': 0.0}}, seeds=(0, 1, 2).")
     runs = {}
     for label, variant in variants.items():
         config = {**common, **variant}
@@ -205,12 +207,9 @@ def summary_table(runs: Mapping[str, Run]) -> str:
 
 
 def summary_rows(runs: Mapping[str, Run]) -> list[dict]:
-    """Per run, averaged over its seeds: final and best validation accuracy, training accuracy, their gap,
-    plus the spread (max - min) of the final validation accuracy over the seeds, size and time.
-
-    The gap (training minus validation accuracy after the last epoch, both in evaluation
-    mode) is overfitting in one number.
-    """
+    """Per run, averaged over its seeds: final and best validation accuracy, training accuracy, their gap
+    (after the last epoch, both in evaluation mode: overfitting in one number), the spread (max - min) of
+    the final validation accuracy over the seeds, size and time."""
     rows = []
     for label, run in runs.items():
         def mean(value) -> float:
@@ -221,6 +220,7 @@ def summary_rows(runs: Mapping[str, Run]) -> list[dict]:
                      "spread (final valid)": max(finals) - min(finals),
                      "best valid accuracy": mean(lambda h: max(h["valid_accuracy"])),
                      "train accuracy": mean(lambda h: h["train_eval_accuracy"][-1]),
-                     "gap (train - valid)": mean(lambda h: h["train_eval_accuracy"][-1] - h["valid_accuracy"][-1]),
+                     "gap (train - valid)": mean(lambda h: h["train_eval_accuracy"][-1]
+                                                 - h["valid_accuracy"][-1]),
                      "parameters": run.parameters, "seconds": run.seconds})
     return rows

@@ -1,7 +1,6 @@
 """Using a trained classifier on images it never saw (notebook 06): top-k for one image, and a whole split.
 
-Both go through the one inference path, :func:`helpers.train.model_outputs`, so the
-command line, the notebooks and the test accuracy compute the same numbers.
+Both use :func:`helpers.train.model_outputs`, the one inference path: CLI, notebooks and test accuracy agree.
 """
 
 from __future__ import annotations
@@ -28,12 +27,13 @@ class Prediction(NamedTuple):
 
 def process_image(image: str | os.PathLike | Image.Image, backbone: str | None = "resnet18") -> torch.Tensor:
     """The (3, crop, crop) normalised tensor the network expects, prepared exactly like validation images."""
-    picture = to_rgb(ImageOps.exif_transpose(image)) if isinstance(image, Image.Image) else load_rgb_image(image)
+    picture = (to_rgb(ImageOps.exif_transpose(image)) if isinstance(image, Image.Image)
+               else load_rgb_image(image))
     return eval_transform(backbone)(picture)
 
 
 def idx_to_class(class_to_idx: Mapping[str, int]) -> dict[int, str]:
-    """Output index -> class folder. Folders are numbered in *text* order ("1", "10", "100", ...): 2 is "100"."""
+    """Output index -> class folder; folders are sorted as *text* ("1", "10", "100", ...), so 2 is "100"."""
     return {index: folder for folder, index in class_to_idx.items()}
 
 
@@ -41,16 +41,15 @@ def predict(image: str | os.PathLike | Image.Image, model: nn.Module, topk: int 
             cat_to_name: Mapping[str, str] | None = None, device: str | None = None) -> list[Prediction]:
     """The ``topk`` most probable classes for one image, most probable first.
 
-    ``model`` needs ``class_to_idx`` (a loaded checkpoint has it). Names come from
-    ``cat_to_name`` (folder -> flower name), else those saved with the model, else the folder.
+    Names come from ``cat_to_name`` (folder -> flower name), else those saved with the model, else the folder.
     """
     class_to_idx = getattr(model, "class_to_idx", None)
     if not class_to_idx:
         raise ValueError("The model has no class_to_idx; set model.class_to_idx = "
                          "loaders['train'].dataset.class_to_idx, or load a checkpoint.")
     if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= len(class_to_idx):
-        raise ValueError(f"topk must be a whole number from 1 to {len(class_to_idx)} (the number of classes), "
-                         f"not {topk!r}.")
+        raise ValueError(f"topk must be a whole number from 1 to {len(class_to_idx)} "
+                         f"(the number of classes), not {topk!r}.")
     name = None if getattr(model, "custom_backbone", True) else model.backbone_name
     batch = process_image(image, name).unsqueeze(0)
     log_probs, _ = model_outputs(model, [(batch, torch.zeros(1, dtype=torch.long))], device)
@@ -75,7 +74,8 @@ class SplitResult(NamedTuple):
 def evaluate_split(model: nn.Module, loader: DataLoader, device: str | None = None) -> SplitResult:
     """Run ``model`` over an unshuffled loader of a ``FlowerFolder`` and keep every prediction."""
     if not isinstance(loader.sampler, torch.utils.data.SequentialSampler):
-        raise ValueError("evaluate_split needs an unshuffled loader (e.g. loaders['test']) to match images and paths.")
+        raise ValueError("evaluate_split needs an unshuffled loader (e.g. loaders['test']) "
+                         "to match images and paths.")
     log_probs, labels = model_outputs(model, loader, device)
     probabilities = log_probs.exp()
     return SplitResult(labels, probabilities.argmax(dim=1), probabilities, list(loader.dataset.classes),

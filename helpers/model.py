@@ -30,7 +30,7 @@ def known_backbones() -> list[str]:
 def check_backbone_name(name: str) -> None:
     """Raise a ``ValueError`` listing the known names if ``name`` is not a torchvision classifier."""
     if name not in known_backbones():
-        raise ValueError(f"Unknown backbone {name!r}. Known torchvision names: {', '.join(known_backbones())}")
+        raise ValueError(f"Unknown backbone {name!r}. Torchvision's names: {', '.join(known_backbones())}")
 
 
 def weights_file(name: str) -> Path:
@@ -45,8 +45,8 @@ def check_weights_available(name: str) -> None:
     url = torchvision.models.get_model_weights(name).DEFAULT.url
     if weights_file(name).exists() or can_reach(url):
         return
-    raise OfflineError(f"The pretrained weights of {name} are not in torch's cache and {url} cannot be reached.\n"
-                       f"Download that file on a machine with internet and copy it to\n  {weights_file(name)}\n"
+    raise OfflineError(f"{name}'s pretrained weights are not in torch's cache and {url} cannot be reached.\n"
+                       f"Download that file on a machine with internet, copy it to\n  {weights_file(name)}\n"
                        "(set TORCH_HOME to move the cache), then run this again; or work offline with random "
                        "weights: pretrained=False, --random-weights, or FLOWERS_TINY=1.")
 
@@ -66,12 +66,11 @@ def architecture_options(name: str) -> dict:
 
 
 def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
-    """A torchvision classification model whose last ``nn.Linear`` (its ImageNet classifier) is ``nn.Identity``.
+    """A torchvision classification model whose last ``nn.Linear`` (ImageNet classifier) is ``nn.Identity``.
 
-    That rule fits nearly every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's
-    ``heads.head`` (squeezenet has no ``nn.Linear`` and is refused). A classifier left without
-    parameters (efficientnet's ``Dropout, Identity``) becomes ``nn.Identity`` too.
-    Random weights (``pretrained=False``) are drawn with seed 0: the same in every run.
+    That rule fits nearly every family: resnet's ``fc``, vgg's ``classifier[6]``, vit's ``heads.head``
+    (squeezenet has no ``nn.Linear`` and is refused). A classifier left without parameters (efficientnet's
+    ``Dropout, Identity``) becomes ``nn.Identity`` too; random weights are drawn with seed 0.
     """
     check_backbone_name(name)
     if pretrained:
@@ -86,7 +85,7 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
             raise
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise OSError(f"The cached weights of {name} at {weights_file(name)} cannot be loaded ({reason}). "
-                           "Delete that file and run again to download it, or copy a complete file there.") from None
+                      "Delete that file and rerun to download it, or copy a complete file there.") from None
     if hasattr(model, "aux_logits"):  # inception/googlenet: no auxiliary classifiers
         model.aux_logits = False
         for attr in ("AuxLogits", "aux1", "aux2"):
@@ -98,7 +97,7 @@ def load_backbone(name: str, pretrained: bool = True) -> nn.Module:
     parent, _, attribute = last[-1].rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attribute, nn.Identity())
     if parent and not any(True for _ in model.get_submodule(parent).parameters()):
-        # what is left of the classifier (efficientnet's Dropout before its Linear) goes too: our head has its own
+        # the rest of the classifier (efficientnet's Dropout before its Linear) goes too: our head has its own
         grandparent, _, attribute = parent.rpartition(".")
         setattr(model.get_submodule(grandparent) if grandparent else model, attribute, nn.Identity())
     return model
@@ -121,8 +120,8 @@ def unfreeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
         try:
             module = model.backbone.get_submodule(stage)
         except AttributeError:
-            children = [n for n, _ in model.backbone.named_children()]
-            raise ValueError(f"The backbone has no stage {stage!r}; its stages are {', '.join(children)}.") from None
+            names = ", ".join(n for n, _ in model.backbone.named_children())
+            raise ValueError(f"The backbone has no stage {stage!r}; its stages are {names}.") from None
         for parameter in module.parameters():
             parameter.requires_grad = True
     return list(stages)
@@ -137,16 +136,15 @@ def feature_size(backbone: nn.Module, image_size: int = 224) -> int:
     backbone.train(was_training)
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"The backbone must map images to feature vectors (batch, features); it returned {shape}. "
-                         "End it with nn.AdaptiveAvgPool2d(1) and nn.Flatten().")
+        raise ValueError(f"The backbone must map images to feature vectors (batch, features); "
+                         f"it returned {shape}. End it with nn.AdaptiveAvgPool2d(1) and nn.Flatten().")
     return int(out.shape[1])
 
 
 class Float32LogSoftmax(nn.LogSoftmax):
     """``nn.LogSoftmax`` computed in float32 whatever the precision around it.
 
-    CPU autocast would keep it in bfloat16 or float16, whose rounding shows in losses and
-    probabilities; in float32 it is exactly ``nn.LogSoftmax``.
+    CPU autocast would keep it in bfloat16 or float16, whose rounding shows in losses and probabilities.
     """
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
@@ -159,7 +157,6 @@ def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] =
     """Linear -> ReLU -> Dropout for each hidden size, then Linear -> LogSoftmax (what ``NLLLoss`` expects).
 
     The LogSoftmax is :class:`Float32LogSoftmax`, so log-probabilities are float32 in any precision.
-
     ``hidden_units=[]`` gives a single linear layer: a linear classifier on the features.
     """
     if in_features < 1 or num_classes < 2:
@@ -183,17 +180,17 @@ def build_head(in_features: int, num_classes: int, hidden_units: Sequence[int] =
 class FlowerClassifier(nn.Module):
     """A ``backbone`` followed by a ``head``, and what is needed to rebuild and use them.
 
-    In training mode, frozen parts of the backbone (modules whose parameters all stay fixed,
-    with everything inside them) stay in evaluation mode: their batch-norm statistics must
-    not drift, their dropout stays off. While ``freeze_batchnorm`` is True (the default for a
-    model built on a frozen backbone, and for loaded checkpoints), the batch norms of unfrozen
-    stages stay in evaluation mode too (their weights still train): with small batches from a few
-    hundred images, batch statistics are noisy and fine-tuning did better without them (notebook 07).
-    A model trained from scratch sets it False: its batch norms must learn their statistics.
+    In training mode, frozen parts of the backbone (modules whose parameters all stay fixed, with everything
+    inside them) stay in evaluation mode: their batch-norm statistics must not drift, their dropout stays
+    off. While ``freeze_batchnorm`` is True (the default for a model built on a frozen backbone, and for
+    loaded checkpoints), the batch norms of unfrozen stages stay in evaluation mode too (their weights still
+    train): with small batches from a few hundred images, batch statistics are noisy and fine-tuning did
+    better without them (notebook 07). From scratch it is False: batch norms must learn their statistics.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str, hidden_units: Sequence[int],
-                 dropout: float, pretrained: bool, custom_backbone: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Sequential, backbone_name: str,
+                 hidden_units: Sequence[int], dropout: float, pretrained: bool,
+                 custom_backbone: bool = False) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
         self.backbone_name, self.pretrained, self.custom_backbone = backbone_name, pretrained, custom_backbone
@@ -208,11 +205,12 @@ class FlowerClassifier(nn.Module):
     def train(self, mode: bool = True) -> "FlowerClassifier":
         """Training mode for what trains; frozen parts (and, if asked, batch norm) stay in evaluation mode."""
         super().train(mode)
+        batch_norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
         for module in self.backbone.modules():
             parameters = list(module.parameters())
-            frozen = bool(parameters) and not any(p.requires_grad for p in parameters)  # .eval() reaches its insides
-            if frozen or (self.freeze_batchnorm and isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))):
-                module.eval()
+            frozen = bool(parameters) and not any(p.requires_grad for p in parameters)
+            if frozen or (self.freeze_batchnorm and isinstance(module, batch_norms)):
+                module.eval()  # reaches everything inside the module too
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -222,13 +220,12 @@ class FlowerClassifier(nn.Module):
 
 @torch.no_grad()
 def calibrate_random_backbone(backbone: nn.Module, name: str, images: int = 24) -> nn.Module:
-    """Let a randomly initialised backbone's batch norms measure real statistics; returns it in evaluation mode.
+    """Let a random backbone's batch norms measure real statistics; returns it in evaluation mode.
 
-    Fresh batch-norm layers hold placeholders (mean 0, variance 1), with which a random backbone
-    gives nearly the same features for every image, and no head can learn. One pass over
-    drawn flowers, the tiny slice's kind of image, sets their running means and variances
-    (``torch.optim.swa_utils.update_bn``). Only offline runs need this: pretrained weights
-    come with real statistics.
+    Fresh batch-norm layers hold placeholders (mean 0, variance 1), with which a random backbone gives
+    nearly the same features for every image, and no head can learn. One pass over drawn flowers, the tiny
+    slice's kind of image, sets their running means and variances (``torch.optim.swa_utils.update_bn``).
+    Only offline runs need this: pretrained weights come with real statistics.
     """
     rng, transform = random.Random(0), eval_transform(name)
     pictures = [transform(draw_flower(TINY_CLASSES[i % len(TINY_CLASSES)], rng, 256)) for i in range(images)]
@@ -238,7 +235,8 @@ def calibrate_random_backbone(backbone: nn.Module, name: str, images: int = 24) 
 
 
 def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Sequence[int] = (512,),
-                dropout: float = 0.2, pretrained: bool = True, freeze_backbone: bool = True) -> FlowerClassifier:
+                dropout: float = 0.2, pretrained: bool = True,
+                freeze_backbone: bool = True) -> FlowerClassifier:
     """A (frozen) backbone plus a new head for ``num_classes`` classes.
 
     ``backbone``: a torchvision model name or any ``nn.Module`` that maps images to feature
@@ -251,7 +249,8 @@ def build_model(backbone: str | nn.Module, num_classes: int, hidden_units: Seque
     elif isinstance(backbone, nn.Module):
         name, module = type(backbone).__name__, backbone
     else:
-        raise TypeError(f"backbone must be a torchvision model name or an nn.Module, not {type(backbone).__name__}.")
+        raise TypeError(f"backbone must be a torchvision model name or an nn.Module, "
+                        f"not {type(backbone).__name__}.")
     if freeze_backbone:
         freeze(module)
         if not pretrained and isinstance(backbone, str) and not module_on_meta(module):

@@ -1,8 +1,7 @@
 """What the notebooks show more than once: image grids, training curves, predictions, tables.
 
-Every ``plot_*`` function draws a new matplotlib figure and returns it, so a notebook cell
-shows it once and a test can check what was drawn. Pictures a single notebook needs are
-written in that notebook, in plain matplotlib.
+Every ``plot_*`` function draws a new matplotlib figure and returns it, so a notebook cell shows it once
+and a test can check what was drawn. Pictures only one notebook needs are drawn there, in plain matplotlib.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ def _displayable(image: torch.Tensor | Image.Image):
 
 def show_images(images: Sequence[torch.Tensor | Image.Image], titles: Sequence[str] | None = None,
                 columns: int = 6, size: float = 2.0) -> plt.Figure:
-    """A grid of images (PIL images, or tensors normalised with ImageNet's statistics) with optional titles."""
+    """A grid of images (PIL, or tensors normalised with ImageNet's statistics) with optional titles."""
     if len(images) == 0:
         raise ValueError("No images to show.")
     columns = max(1, min(columns, len(images)))
@@ -45,7 +44,8 @@ def show_images(images: Sequence[torch.Tensor | Image.Image], titles: Sequence[s
     return figure
 
 
-def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]], title: str | None = None) -> plt.Figure:
+def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]],
+                 title: str | None = None) -> plt.Figure:
     """Loss and accuracy per epoch for runs ``{label: history}``, one colour per run.
 
     Solid: validation. Dotted: training images in evaluation mode (compare these two for
@@ -71,13 +71,15 @@ def plot_history(histories: Mapping[str, Mapping[str, Sequence[float]]], title: 
     return figure
 
 
-def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence, title: str | None = None) -> plt.Figure:
+def plot_prediction(image: torch.Tensor | Image.Image, predictions: Sequence,
+                    title: str | None = None) -> plt.Figure:
     """The image beside a bar chart of its top-k classes and their probabilities."""
-    figure, (image_axis, bar_axis) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    figure, (image_axis, bar_axis) = plt.subplots(1, 2, figsize=(10, 3.8), width_ratios=[1, 1.3])
     image_axis.imshow(_displayable(image))
     image_axis.axis("off")
     image_axis.set_title(title or "")
-    bar_axis.barh([f"{p.name} ({p.folder})" for p in predictions][::-1], [p.probability for p in predictions][::-1])
+    ranked = list(predictions)[::-1]  # barh draws from the bottom up: the most probable on top
+    bar_axis.barh([f"{p.name} ({p.folder})" for p in ranked], [p.probability for p in ranked])
     bar_axis.set(xlim=(0, 1), xlabel="probability")
     figure.tight_layout()
     return figure
@@ -102,6 +104,7 @@ def format_table(rows: Sequence[Mapping[str, object]], percent: Sequence[str] = 
     numeric = [all(isinstance(row[key], (int, float)) for row in rows) for key in columns]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric)).rstrip()
+        cells = (v.rjust(w) if right else v.ljust(w) for v, w, right in zip(values, widths, numeric))
+        return "  ".join(cells).rstrip()
 
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(values) for values in text)])

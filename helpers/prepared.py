@@ -1,9 +1,8 @@
 """A prepared dataset folder: the marker that says what was written there, and one preparation at a time.
 
-``helpers.download`` writes Flowers102 and the tiny slice as ``root/{train,valid,test}/...``.
-The marker ``root/.prepared.json`` records the recipe, whether it finished and how many files
-each split got. A lock beside it lets two notebooks opened together share one preparation:
-the second waits for the first, then reuses its result.
+``helpers.download`` writes Flowers102 and the tiny slice as ``root/{train,valid,test}/...``. The marker
+``root/.prepared.json`` records the recipe, whether it finished and each split's file count. A lock beside it
+lets two notebooks opened together share one preparation: the second waits, then reuses the result.
 """
 
 from __future__ import annotations
@@ -33,8 +32,8 @@ def preparation_lock(root: Path) -> Iterator[None]:
     """Hold a lock on ``root`` while preparing it; wait while another process holds it.
 
     The operating system releases the lock (``fcntl.flock`` on :func:`lock_path`, beside ``root`` so
-    that a folder we refuse to touch stays untouched) when its process ends, even by a crash. Past :data:`LOCK_TIMEOUT`
-    seconds a ``TimeoutError`` names the folder. Windows has no ``fcntl``: no lock is taken there.
+    that a folder we refuse to touch stays untouched) when its process ends, even by a crash. Past
+    :data:`LOCK_TIMEOUT` seconds a ``TimeoutError`` names the folder. Windows has no ``fcntl``: no lock there.
     """
     lock_file = lock_path(root)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -46,8 +45,8 @@ def preparation_lock(root: Path) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"Another process has been preparing {root} for over {LOCK_TIMEOUT:.0f} s. "
-                                       "Let it finish (or stop it), then run this again.") from None
+                    busy = f"Another process has been preparing {root} for over {LOCK_TIMEOUT:.0f} s."
+                    raise TimeoutError(f"{busy} Let it finish (or stop it), then run this again.") from None
                 time.sleep(0.2)
         try:
             yield
@@ -77,16 +76,16 @@ def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
     marker = root / MARKER
     if not marker.exists():
         if any((root / split).exists() for split in SPLITS):
-            raise FileExistsError(f"{root} already has train/valid/test folders that helpers did not write. Use it "
-                                  "directly with make_loaders, or pick an empty folder (nothing was changed).")
+            raise FileExistsError(f"{root} already has train/valid/test folders that helpers did not write. "
+                                  "Use it with make_loaders, or pick an empty folder (nothing was changed).")
         return False
     try:
         done = json.loads(marker.read_text())
     except ValueError:
-        raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare it again.") from None
+        raise FileExistsError(f"{marker} is damaged (not JSON). Delete {root} and prepare again.") from None
     if done.get("recipe") != recipe and done.get("complete") and not replace_other_recipe:
-        raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for {recipe}. "
-                              "Use another folder for this variant (nothing was changed).")
+        raise FileExistsError(f"{root} already holds data made with {done.get('recipe')}; you asked for "
+                              f"{recipe}. Use another folder for this variant (nothing was changed).")
     if done.get("recipe") != recipe or done.get("complete") is not True:
         return False  # another recipe, or our own preparation was interrupted: redo it
     counts, prepared = count_files(root), done.get("counts") or {}
@@ -100,8 +99,8 @@ def is_done(root: Path, recipe: dict, replace_other_recipe: bool) -> bool:
 
 def write_marker(root: Path, recipe: dict, complete: bool) -> None:
     """Record ``recipe`` in ``root``'s marker: unfinished, or complete with its file counts."""
-    counts = count_files(root) if complete else None
-    (root / MARKER).write_text(json.dumps({"recipe": recipe, "complete": complete, "counts": counts}, indent=1))
+    marker = {"recipe": recipe, "complete": complete, "counts": count_files(root) if complete else None}
+    (root / MARKER).write_text(json.dumps(marker, indent=1))
 
 
 def start_writing(root: Path, recipe: dict) -> None:

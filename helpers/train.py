@@ -1,8 +1,7 @@
 """The training loop of notebook 04, saved: one epoch, evaluation, and ``fit``.
 
-One loop trains every model of the course, on images or on cached features alike: it
-takes any iterable of ``(inputs, labels)`` batches. One inference path, :func:`model_outputs`,
-serves validation, test accuracy, prediction and feature extraction. The loss is
+One loop trains every model of the course, on images or on cached features alike: it takes any iterable of
+``(inputs, labels)`` batches; one inference path, :func:`model_outputs`, serves every evaluation. The loss is
 ``nn.NLLLoss`` because the head ends in ``LogSoftmax`` (together: ``nn.CrossEntropyLoss``).
 """
 
@@ -35,25 +34,30 @@ def model_to_device(model: nn.Module, device: str) -> nn.Module:
 
 
 def progress_bar(batches: Batches, description: str, show: bool) -> Batches:
-    """``batches`` with a tqdm progress bar when ``show`` (a notebook widget in Jupyter, text elsewhere)."""
-    return tqdm(batches, desc=description, leave=False) if show else batches
+    """``batches`` with a tqdm progress bar when ``show`` (a notebook widget in Jupyter, text elsewhere).
+
+    The bar gets one iterator, made here: tqdm.auto's bar would otherwise start a second one over a
+    DataLoader, which draws from its random generator (another batch order) and starts its workers twice.
+    """
+    return tqdm(iter(batches), total=len(batches), desc=description, leave=False) if show else batches
 
 
 def autocast(device: str) -> torch.autocast:
-    """An autocast context in the precision :func:`helpers.config.autocast_dtype` chooses (off for float32)."""
+    """Autocast in the precision :func:`helpers.config.autocast_dtype` chooses (off for float32)."""
     dtype = autocast_dtype(device)
     return torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None)
 
 
 def make_scaler(device: str) -> torch.amp.GradScaler | None:
-    """A ``GradScaler`` when the policy computes in float16 (small gradients would round to 0), else ``None``."""
+    """A ``GradScaler`` when computing in float16 (small gradients would round to 0), else ``None``."""
     return torch.amp.GradScaler(device.split(":")[0]) if autocast_dtype(device) == torch.float16 else None
 
 
-def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer, device: str | None = None,
+def train_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
+                device: str | None = None,
                 batch_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                 scaler: torch.amp.GradScaler | None = None, progress: bool = False) -> dict:
-    """One pass over ``batches`` with a gradient step per batch, on ``device`` (``None``: see ``resolve_device``).
+    """One pass over ``batches``, a gradient step per batch, on ``device`` (``None``: see ``resolve_device``).
 
     Returns the mean loss and accuracy *while training* (dropout on, weights changing) and
     every batch's loss. In float16 the loss is scaled by ``scaler`` (``fit`` passes one for
@@ -112,7 +116,8 @@ def model_outputs(model: nn.Module, batches: Batches, device: str | None = None,
     return torch.cat(outputs).cpu(), torch.cat(labels).cpu()
 
 
-def evaluate(model: nn.Module, batches: Batches, device: str | None = None, progress: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, batches: Batches, device: str | None = None,
+             progress: bool = False) -> dict[str, float]:
     """Mean NLL loss and accuracy in evaluation mode (no dropout, no gradients)."""
     log_probs, labels = model_outputs(model, batches, device, progress)
     return {"loss": nn.functional.nll_loss(log_probs, labels).item(),
@@ -136,12 +141,13 @@ def default_optimizer(model: nn.Module, lr: float, verbose: bool = False) -> tor
     if backbone is None or not any(p.requires_grad for p in backbone.parameters()):
         return make_optimizer([p for p in model.parameters() if p.requires_grad], lr)
     if verbose:
-        print(f"optimizer: Adam, head at learning rate {lr:g}, unfrozen backbone stages at {lr / 10:g} (a tenth)")
+        print(f"optimizer: Adam, head at learning rate {lr:g}, "
+              f"unfrozen backbone stages at {lr / 10:g} (a tenth)")
     return make_optimizer(parameter_groups(model, lr, lr / 10), lr)
 
 
 def parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[dict]:
-    """The trainable parameters as two optimizer groups: the head at ``head_lr``, the backbone at ``backbone_lr``."""
+    """Optimizer groups of what trains: the head at ``head_lr``, the backbone at ``backbone_lr``."""
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     groups = [{"params": [p for p in model.head.parameters() if p.requires_grad], "lr": head_lr}]
     return groups + ([{"params": backbone, "lr": backbone_lr}] if backbone else [])
@@ -160,16 +166,14 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
         seed: int | None = None, progress: bool = True, verbose: bool = True) -> dict[str, list]:
     """Train with NLLLoss and Adam (on what requires gradients), validating after every epoch.
 
-    Notebook 04's loop plus devices, mixed precision and progress bars. Returns the history
-    per epoch: training loss and accuracy while training and (given ``train_eval_batches``)
-    in evaluation mode, validation loss and accuracy, the first group's learning rate, seconds.
-    ``keep_best`` ends with the best epoch's weights. Without an ``optimizer``, Adam trains what
-    requires gradients: the head at ``lr`` and, when a backbone stage was unfrozen, the backbone at
-    a tenth of it (parameter groups; a pretrained stage at the head's rate loses what it learned).
-    ``batch_scheduler`` steps after every batch (one-cycle, or any schedule counted in batches);
-    ``seed`` makes runs repeat on the CPU (on CUDA only approximately: some kernels add in varying
-    order), given loaders whose workers start anew (persistent workers keep their first seeds);
-    ``device=None``: see ``resolve_device``.
+    Notebook 04's loop plus devices, mixed precision and progress bars. Returns the history per epoch:
+    training loss and accuracy while training and (given ``train_eval_batches``) in evaluation mode,
+    validation loss and accuracy, the first group's learning rate, seconds. ``keep_best`` ends with the best
+    epoch's weights. Without an ``optimizer``, :func:`default_optimizer` trains a partly unfrozen backbone
+    at a tenth of ``lr`` (at the head's rate, a pretrained stage loses what it learned). ``batch_scheduler``
+    steps after every batch (one-cycle, or any schedule counted in batches); ``seed`` makes runs repeat on
+    the CPU (on CUDA only approximately: some kernels add in varying order), given loaders whose workers
+    start anew (persistent workers keep their first seeds).
     """
     if epochs < 1 or not lr > 0:
         raise ValueError(f"Need epochs >= 1 and a positive learning rate, got epochs={epochs}, lr={lr}.")
@@ -177,31 +181,33 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
         seed_everything(seed)  # dropout, and augmentation in the main process
         for batches in (train_batches, valid_batches, train_eval_batches):
             if isinstance(batches, DataLoader) and batches.generator is not None:
-                batches.generator.manual_seed(seed)  # its shuffling, and its workers' augmentation when they start
+                batches.generator.manual_seed(seed)  # shuffling, and workers' augmentation when they start
     device = resolve_device(device)
     model_to_device(model, device)
     if isinstance(batch_scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        raise ValueError("ReduceLROnPlateau needs a validation metric every epoch, but fit steps its scheduler after "
-                         "every batch. Use a schedule counted in batches (OneCycleLR, or LinearLR/CosineAnnealingLR "
-                         "with total steps = epochs x batches), or write the epoch loop yourself with train_epoch.")
+        raise ValueError("ReduceLROnPlateau needs a validation metric every epoch, but fit steps its "
+                         "scheduler after every batch. Use a schedule counted in batches (OneCycleLR, or "
+                         "LinearLR/CosineAnnealingLR with total steps = epochs x batches), or write the "
+                         "epoch loop yourself with train_epoch.")
     if optimizer is None and batch_scheduler is not None:
         raise ValueError("A batch_scheduler steps the optimizer it was made with: pass that optimizer too "
                          "(fit(..., optimizer=optimizer, batch_scheduler=scheduler)).")
     if optimizer is None:
         optimizer = default_optimizer(model, lr, verbose)
     scaler = make_scaler(device)  # one for the whole run: its scale carries over from epoch to epoch
-    history: dict[str, list] = {key: [] for key in ("epoch", "train_loss", "train_accuracy", "train_eval_loss",
-                                                     "train_eval_accuracy", "valid_loss", "valid_accuracy", "lr",
-                                                     "seconds")}
+    keys = ("epoch", "train_loss", "train_accuracy", "train_eval_loss", "train_eval_accuracy", "valid_loss",
+            "valid_accuracy", "lr", "seconds")
+    history: dict[str, list] = {key: [] for key in keys}
     best_state, best_accuracy = None, -1.0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         trained = train_epoch(model, train_batches, optimizer, device, batch_scheduler, scaler, progress)
         checked = evaluate(model, train_eval_batches, device) if train_eval_batches is not None else None
         valid = evaluate(model, valid_batches, device, progress)
-        for key, value in (("epoch", epoch), ("train_loss", trained["loss"]), ("train_accuracy", trained["accuracy"]),
-                           ("valid_loss", valid["loss"]), ("valid_accuracy", valid["accuracy"]),
-                           ("lr", optimizer.param_groups[0]["lr"]), ("seconds", time.perf_counter() - start)):
+        for key, value in (("epoch", epoch), ("train_loss", trained["loss"]),
+                           ("train_accuracy", trained["accuracy"]), ("valid_loss", valid["loss"]),
+                           ("valid_accuracy", valid["accuracy"]), ("lr", optimizer.param_groups[0]["lr"]),
+                           ("seconds", time.perf_counter() - start)):
             history[key].append(value)
         if checked is not None:
             history["train_eval_loss"].append(checked["loss"])
@@ -214,7 +220,8 @@ def fit(model: nn.Module, train_batches: Batches, valid_batches: Batches, epochs
     if best_state is not None:
         model.load_state_dict(best_state)
         if verbose and best_epoch(history) != epochs:
-            print(f"kept the weights of epoch {best_epoch(history)} (best validation accuracy {best_accuracy:.1%})")
+            print(f"kept the weights of epoch {best_epoch(history)} "
+                  f"(best validation accuracy {best_accuracy:.1%})")
     return history
 
 
@@ -224,5 +231,5 @@ def format_epoch(history: dict[str, list], epochs: int) -> str:
             f"acc {history['train_accuracy'][-1]:.1%}")
     if history["train_eval_accuracy"]:
         line += f" (eval mode {history['train_eval_accuracy'][-1]:.1%})"
-    return line + (f"  |  valid loss {history['valid_loss'][-1]:.3f} acc {history['valid_accuracy'][-1]:.1%}  "
-                   f"({history['seconds'][-1]:.1f} s)")
+    return line + (f"  |  valid loss {history['valid_loss'][-1]:.3f} "
+                   f"acc {history['valid_accuracy'][-1]:.1%}  ({history['seconds'][-1]:.1f} s)")

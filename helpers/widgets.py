@@ -1,8 +1,7 @@
 """Sliders for the notebooks, using only what ipywidgets 7 (Colab) and 8 (JupyterLab 4) both have.
 
-:func:`slider_panel` runs its callback once with the default values (so a notebook run
-without anyone touching a slider, as in CI, still shows a result), then on every change,
-redrawing into the same output area.
+:func:`slider_panel` runs its callback on every change and once at the start with the default
+values, so a notebook run without anyone touching a slider (as in CI) still shows a result.
 """
 
 from __future__ import annotations
@@ -24,8 +23,7 @@ def slider_panel(controls: Mapping[str, widgets.Widget], callback: Callable[...,
                  columns: int = 3) -> widgets.VBox:
     """Controls in rows above one output area that ``callback(**values)`` redraws.
 
-    Figures are displayed and closed, text printed. The callback runs when a slider is
-    released, not while it moves (it may train something).
+    Figures are displayed and closed, text printed. The callback (which may train) runs on a slider's release.
     """
     for control in controls.values():
         if hasattr(control, "continuous_update"):
@@ -42,7 +40,8 @@ def slider_panel(controls: Mapping[str, widgets.Widget], callback: Callable[...,
 
     output = widgets.interactive_output(redraw, dict(controls))
     items = list(controls.values())
-    return widgets.VBox([*(widgets.HBox(items[i:i + columns]) for i in range(0, len(items), columns)), output])
+    rows = [widgets.HBox(items[i:i + columns]) for i in range(0, len(items), columns)]
+    return widgets.VBox([*rows, output])
 
 
 def head_controls(hidden_layers: int = 1, units: int = 512, dropout: float = 0.2,
@@ -54,12 +53,13 @@ def head_controls(hidden_layers: int = 1, units: int = 512, dropout: float = 0.2
     controls = {
         "hidden_layers": widgets.IntSlider(value=hidden_layers, min=0, max=MAX_HIDDEN_LAYERS,
                                            description="hidden layers", style=style),
-        "units": widgets.SelectionSlider(options=list(UNIT_CHOICES), value=units, description="units", style=style),
-        "dropout": widgets.FloatSlider(value=dropout, min=0.0, max=MAX_DROPOUT, step=0.1, description="dropout",
-                                       style=style),
+        "units": widgets.SelectionSlider(options=list(UNIT_CHOICES), value=units,
+                                         description="units", style=style),
+        "dropout": widgets.FloatSlider(value=dropout, min=0.0, max=MAX_DROPOUT, step=0.1,
+                                       description="dropout", style=style),
     }
     if learning_rate is not None:
-        controls["learning_rate"] = widgets.SelectionSlider(options=[(f"{lr:g}", lr) for lr in LEARNING_RATES],
-                                                            value=learning_rate, description="learning rate",
-                                                            style=style)
+        options = [(f"{lr:g}", lr) for lr in LEARNING_RATES]
+        controls["learning_rate"] = widgets.SelectionSlider(options=options, value=learning_rate,
+                                                            description="learning rate", style=style)
     return controls

@@ -30,6 +30,7 @@ def float32_unless_a_test_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> Non
     """Tests compare numbers computed in float32, whatever FLOWERS_PRECISION the caller exported; a test of
     another precision sets the variable itself (``monkeypatch.setenv`` after this fixture wins)."""
     monkeypatch.setenv("FLOWERS_PRECISION", "float32")
+    monkeypatch.delenv("FLOWERS_DEVICE", raising=False)  # device=None means auto unless a test sets it
 
 
 @pytest.fixture(scope="session")

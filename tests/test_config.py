@@ -164,6 +164,9 @@ def test_every_device_parameter_resolves_none_the_same_way(monkeypatch, tiny_roo
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(4)), raising=False)
     loader = make_loaders(tiny_root, batch_size=4)["train"]  # device=None: the GPU the batches will go to
     assert loader.pin_memory and loader.num_workers == default_num_workers("cuda") == 4
+    monkeypatch.setenv("FLOWERS_DEVICE", "cpu")  # the settings choose the CPU: None follows them, "auto" does not
+    assert resolve_device(None) == "cpu" and resolve_device("auto") == "cuda"
+    assert not make_loaders(tiny_root, batch_size=4)["train"].pin_memory
 
 
 @pytest.mark.parametrize("cores, device, expected", [(2, "cpu", 0), (8, "cpu", 4), (2, "cuda", 2), (16, "cuda", 8),

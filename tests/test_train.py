@@ -75,6 +75,18 @@ def test_fit_with_progress_bars(capsys):
     assert "train" in capsys.readouterr().err  # the bar, outside a notebook, goes to stderr
 
 
+def test_progress_bars_leave_the_batch_order_alone(tiny_root):
+    """A bar must not start an iterator of its own: over a DataLoader that would draw another shuffle (and
+    start the workers twice), so a run with bars would differ from the same run without them."""
+    def first_epoch(progress: bool) -> list[float]:
+        loaders = make_loaders(tiny_root, 4, seed=0, num_workers=0, device="cpu")
+        torch.manual_seed(0)
+        model = build_model(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 6, [8], pretrained=False)
+        return fit(model, loaders["train"], loaders["valid"], 1, seed=0, device="cpu", progress=progress,
+                   verbose=False)["train_loss"]
+    assert first_epoch(progress=True) == first_epoch(progress=False)
+
+
 def test_fit_trains_only_the_head(make_backbone):
     model = build_model(make_backbone(), 2, [4], pretrained=False)
     backbone_before, head_before = state(model.backbone), state(model.head)
