@@ -60,6 +60,47 @@ def test_opens_with_badge_title_goals_and_time(name):
     assert "CPU" in text and "Colab" in text, "say how long it takes on a laptop CPU and on Colab"
 
 
+MAIN_FLOW_WORDS = {"00_quickstart": 900}  # every other notebook: 2,000 (a chapter, not a book)
+WRITE_IT_CELLS = {"01_loading_data": 1, "03_pretrained_backbone_and_head": 1, "04_training": 2,
+                  "05_overfitting_experiments": 1, "06_inference": 1, "07_fine_tuning": 1}
+
+
+def main_flow_words(notebook: dict) -> int:
+    """Words of markdown outside collapsed <details> blocks: the prose a learner reads on the way through."""
+    text = "\n".join(source(cell) for cell in notebook["cells"] if cell["cell_type"] == "markdown")
+    return len(re.findall(r"[A-Za-z0-9]+", re.sub(r"<details>.*?</details>", " ", text, flags=re.DOTALL)))
+
+
+@pytest.mark.parametrize("name", COURSE)
+def test_a_notebook_is_a_chapter_not_a_book(name):
+    assert main_flow_words(load(name)) <= MAIN_FLOW_WORDS.get(name, 2000)
+
+
+def is_solution(cell: dict) -> bool:
+    """A code cell whose input is collapsed: JupyterLab's source_hidden and Colab's form view with a title."""
+    return (cell["cell_type"] == "code" and cell.get("metadata", {}).get("jupyter", {}).get("source_hidden") is True
+            and cell.get("metadata", {}).get("cellView") == "form" and source(cell).startswith("# @title Solution"))
+
+
+def is_empty_for_the_learner(cell: dict) -> bool:
+    """A code cell that holds only comments: the place where the learner writes."""
+    lines = [line.strip() for line in source(cell).splitlines() if line.strip()]
+    return cell["cell_type"] == "code" and bool(lines) and all(line.startswith("#") for line in lines)
+
+
+@pytest.mark.parametrize("name", sorted(WRITE_IT_CELLS))
+def test_the_learner_writes_the_core_pieces(name):
+    """Prompt, an empty cell to write in, the collapsed solution (nbval runs it), then a check that uses it."""
+    cells = load(name)["cells"]
+    found = 0
+    for index in range(1, len(cells) - 2):
+        if is_empty_for_the_learner(cells[index]) and is_solution(cells[index + 1]):
+            assert cells[index - 1]["cell_type"] == "markdown", "a prompt comes before the empty cell"
+            assert any(cell["cell_type"] == "code" and not is_solution(cell) for cell in cells[index + 2:index + 5])
+            found += 1
+    assert found >= WRITE_IT_CELLS[name]
+
+
 @pytest.mark.parametrize("name", COURSE)
 def test_setup_then_settings_cell(name):
     cells = load(name)["cells"]
