@@ -1,15 +1,8 @@
-"""The command line: ``train`` a classifier on a folder of images, ``predict`` one image.
+"""The command line, ``python -m helpers``: ``train`` a classifier on a folder of images, ``predict`` one
+image, make the ``tiny`` slice, ``prepare`` Flowers102, ``check`` the machine. The README shows every command.
 
-    python -m helpers train DATA_DIR --arch resnet18 --learning-rate 0.001 --hidden-units 512 --epochs 5 --gpu
-    python -m helpers train DATA_DIR --unfreeze layer4 --backbone-lr 0.0001       # fine-tune the last stage
-    python -m helpers train DATA_DIR --no-augment --cached-features --epochs 15   # the backbone runs once
-    python -m helpers predict IMAGE CHECKPOINT --top-k 5 --category-names cat_to_name.json --gpu
-    python -m helpers tiny DATA_DIR                                               # the tiny offline slice
-    python -m helpers prepare DATA_DIR --split classic --resize-to 256            # download Flowers102
-    python -m helpers check                                                       # is this machine ready?
-
-The classic course project's spellings (``--save_dir``, ``--learning_rate``, ``--hidden_units``,
-``--top_k``, ``--category_names``) work too. Errors print one line and exit with status 2.
+The classic course project's spellings (``--save_dir``, ``--learning_rate``, ``--hidden_units``, ``--top_k``,
+``--category_names``) work too. The project's own errors print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -30,7 +23,6 @@ from helpers.model import (build_model, check_backbone_name, check_weights_avail
                            unfreeze)
 from helpers.train import best_epoch, evaluate, fit, format_epoch, make_optimizer, parameter_groups
 
-# The project's own errors print one line; others (torch's RuntimeErrors among them) keep their traceback.
 USER_ERRORS = (OSError, ValueError, OfflineError, DeviceError)
 
 
@@ -184,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m helpers``: run a command, print a user's error on one line."""
+    """Entry point of ``python -m helpers``: run a command; the project's own errors print one line, others
+    (torch's RuntimeErrors among them) keep their traceback."""
     args = build_parser().parse_args(argv)
     runner = {"train": run_train, "predict": run_predict, "tiny": run_tiny, "prepare": run_prepare,
               "check": lambda _: run_check()}[args.command]
