@@ -208,3 +208,22 @@ def test_the_readme_names_only_what_the_package_has():
     listed = {module.split(".")[1] for modules, _ in package_table() for module in modules}
     assert {path.stem for path in helpers_modules()} <= listed  # every module has its row
     assert sum(len(names) for _, names in package_table()) > 40  # the table was read, not skipped
+
+
+def test_helpers_stay_plain_short_lines_and_few_parameters():
+    """The package review's rules (issue 16): no line over 110 characters, no function with more than
+    8 parameters except ``fit``, the one loop that gathers the options."""
+    long_lines, many_parameters = [], []
+    for path in sorted((ROOT / "helpers").glob("*.py")):
+        source = path.read_text()
+        long_lines += [f"{path.name}:{number}" for number, line in enumerate(source.splitlines(), start=1)
+                       if len(line) > 110]
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name != "fit":
+                arguments = node.args
+                count = len(arguments.posonlyargs + arguments.args + arguments.kwonlyargs)
+                count += (arguments.vararg is not None) + (arguments.kwarg is not None)
+                if count > 8:
+                    many_parameters.append(f"{path.name}:{node.name} ({count})")
+    assert not long_lines, f"lines over 110 characters: {long_lines}"
+    assert not many_parameters, f"functions with more than 8 parameters: {many_parameters}"
