@@ -104,20 +104,21 @@ def forward_speed(settings: Settings, batch_size: int = 8, batches: int = 3) -> 
     images = batch_to_device(torch.randn(batch_size, 3, 224, 224), settings.device)
     for number in range(batches + 1):
         if number == 1:
-            start = synchronize(settings.device)
+            synchronize(settings.device)
+            start = time.perf_counter()
         with autocast(settings.device):
             backbone(images)
-    speed = batches * batch_size / (synchronize(settings.device) - start)
+    synchronize(settings.device)
+    speed = batches * batch_size / (time.perf_counter() - start)
     return f"forward:     {speed:.0f} images/s ({settings.backbone}, batch {batch_size}, 224 px)"
 
 
-def synchronize(device: str) -> float:
-    """Wait for the GPU's queued work (so that timings measure it), then return ``time.perf_counter()``."""
+def synchronize(device: str) -> None:
+    """Wait for the GPU to finish its queued work, so that timings measure it."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     elif device == "mps":
         torch.mps.synchronize()
-    return time.perf_counter()
 
 
 def weights_line(settings: Settings, problems: Problems) -> str:
